@@ -1,0 +1,76 @@
+# qchem-events - two commands for a newcomer:  make run   |   make test
+# Everything else is below. No Docker needed: Kafka comes from Maven Central jars
+# (infra/kafka.sh), PostgreSQL is the machine's installed cluster (infra/postgres.sh).
+
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup deps infra-up infra-down kafka-up kafka-down postgres-up postgres-down \
+        topics run test test-unit test-integration lint fmt bench demo soak clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
+
+$(BIN)/qchem-events: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/qchem-events  ## create the virtualenv and install the project (+ dev tools)
+
+deps:  ## install the system tools the tests use (kcat, promtool, PostgreSQL, Java, Maven)
+	@missing=""; \
+	command -v kcat >/dev/null || missing="$$missing kcat"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v pg_ctlcluster >/dev/null || missing="$$missing postgresql"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+kafka-up:  ## start the local Kafka broker (no-op if one answers)
+	infra/kafka.sh up
+kafka-down:  ## stop the local Kafka broker
+	infra/kafka.sh down
+postgres-up:  ## start the local PostgreSQL (no-op if DATABASE_URL answers)
+	infra/postgres.sh up
+postgres-down:  ## stop the local PostgreSQL cluster
+	infra/postgres.sh down
+infra-up: kafka-up postgres-up  ## start Kafka and PostgreSQL
+infra-down: kafka-down postgres-down  ## stop them
+
+topics: setup infra-up  ## create every topic (idempotent)
+	$(BIN)/qchem-events topics create
+
+run: setup infra-up  ## start Kafka + PostgreSQL if needed, create topics, run the consumers
+	$(BIN)/qchem-events topics create
+	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/qchem-events run
+
+test: setup deps infra-up  ## the whole suite against real Kafka, PostgreSQL, SMTP, HTTP
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup  ## unit tests only (no services, seconds)
+	$(BIN)/pytest tests/unit -q
+
+test-integration: setup deps infra-up  ## integration tests only
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+lint: setup  ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: setup  ## format the code
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## stop services and remove local data (jars stay in ~/.m2)
+	-infra/kafka.sh down
+	rm -rf .local/kafka/data .local/kafka/logs

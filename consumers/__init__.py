@@ -1,0 +1,1 @@
+"""The consumer runtime: listeners poll, dispatch runs handlers, offsets commit safely."""

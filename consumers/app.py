@@ -1,0 +1,196 @@
+"""The application: one listener per event type, sharing a producer, breakers and a pool.
+
+    App(settings).start()   starts every listener on its own thread and returns
+    App(settings).run()     the same, in the foreground, until SIGTERM/SIGINT
+
+Shutdown: the first signal stops fetching, lets in-flight work finish within
+SHUTDOWN_TIMEOUT_S, commits and closes; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from consumers.breakers import STATE_VALUES, Breakers
+from consumers.dispatch import KeyedDispatcher
+from consumers.handlers import build_handler
+from consumers.handlers.base import Handler
+from consumers.listener import Listener
+from consumers.offsets import OffsetBook
+from consumers.processing import Pipeline
+from consumers.settings import Settings
+from consumers.timers import Timers
+from ops import metrics
+from ops.housekeeping import Housekeeping
+from ops.http import HealthServer
+from retry_topics.naming import TopicNames
+from retry_topics.policy import RetryPolicy
+from retry_topics.router import DeliveryProducer
+from storage.db import make_engine, migrate
+from storage.writer import BatchWriter
+
+log = structlog.get_logger(__name__)
+
+
+def topic_names(settings: Settings, event_type: str) -> TopicNames:
+    return TopicNames(settings.topic_prefix, event_type, settings.retries_for(event_type))
+
+
+class App:
+    def __init__(self, settings: Settings, handlers: dict[str, Handler] | None = None) -> None:
+        self.settings = settings
+        self._handler_overrides = handlers or {}
+        self.listeners: list[Listener] = []
+        self.pipelines: dict[str, Pipeline] = {}
+        self._threads: list[threading.Thread] = []
+        self._writers: list[BatchWriter] = []
+        self._dispatchers: list[KeyedDispatcher] = []
+        self.engine: Engine | None = None
+        self.producer: DeliveryProducer | None = None
+        self.breakers = Breakers(
+            fail_max=settings.breaker_fail_max,
+            reset_timeout_s=settings.breaker_reset_timeout_s,
+            on_state_change=self._breaker_changed,
+        )
+        self.timers = Timers()
+        self.health: HealthServer | None = None
+        self.housekeeping: Housekeeping | None = None
+        self.failed = threading.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        migrate(s.sqlalchemy_url)
+        self.engine = make_engine(s)
+        self.producer = DeliveryProducer(s.kafka_common_config())
+        for event_type in s.event_types:
+            self._start_listener(event_type)
+        self.housekeeping = Housekeeping(s, self.engine, self)
+        self.housekeeping.start()
+        if s.metrics_port or s.metrics_port == 0:
+            self.health = HealthServer(s.metrics_host, s.metrics_port, self)
+            self.health.start()
+        log.info(
+            "app_started",
+            event_types=list(s.event_types),
+            concurrency=s.concurrency,
+            bootstrap=s.kafka_bootstrap_servers,
+            metrics=f"http://{s.metrics_host}:{self.health.port}/metrics" if self.health else None,
+        )
+
+    def _start_listener(self, event_type: str) -> None:
+        s = self.settings
+        assert self.engine is not None and self.producer is not None
+        names = topic_names(s, event_type)
+        handler = self._handler_overrides.get(event_type) or build_handler(event_type, s)
+        guard = self.breakers.get(handler.dependency) if handler.dependency else None
+        if guard is not None:
+            metrics.BREAKER_STATE.labels(guard.name).set(0)
+        dispatcher = KeyedDispatcher(
+            s.concurrency, name=f"{names.group}-worker", on_crash=self._worker_crashed
+        )
+        writer = BatchWriter(
+            self.engine,
+            writers=s.db_writers_per_listener,
+            batch_max=s.write_batch_max,
+            name=f"{names.group}-writer",
+            on_batch=lambda n, _t: metrics.WRITE_BATCH_SIZE.observe(n),
+        )
+        pipeline = Pipeline(
+            event_type=event_type,
+            names=names,
+            handler=handler,
+            policy=RetryPolicy(retries=s.retries_for(event_type)),
+            writer=writer,
+            producer=self.producer,
+            book=OffsetBook(),
+            dispatcher=dispatcher,
+            timers=self.timers,
+            guard=guard,
+            payload_log_bytes=s.log_payload_max_bytes,
+        )
+        listener = Listener(
+            names=names,
+            pipeline=pipeline,
+            kafka_config=s.kafka_common_config(),
+            max_in_flight=s.max_in_flight,
+            commit_interval_s=s.commit_interval_s,
+            max_event_bytes=s.max_event_bytes,
+            shutdown_timeout_s=s.shutdown_timeout_s,
+        )
+        thread = threading.Thread(
+            target=self._run_listener, args=(listener,), name=f"listener-{event_type}"
+        )
+        self.pipelines[event_type] = pipeline
+        self.listeners.append(listener)
+        self._writers.append(writer)
+        self._dispatchers.append(dispatcher)
+        self._threads.append(thread)
+        thread.start()
+
+    def _run_listener(self, listener: Listener) -> None:
+        try:
+            listener.run()
+        except Exception:
+            log.exception("listener_crashed", event_type=listener.event_type)
+            self.failed.set()
+
+    def stop(self) -> None:
+        for listener in self.listeners:
+            listener.stop()
+        for thread in self._threads:
+            thread.join(timeout=self.settings.shutdown_timeout_s + 15)
+        if self.producer is not None:
+            self.producer.close()
+        for dispatcher in self._dispatchers:
+            dispatcher.shutdown(wait=False)
+        for writer in self._writers:
+            writer.close()
+        self.timers.stop()
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
+        if self.health is not None:
+            self.health.stop()
+        if self.engine is not None:
+            self.engine.dispose()
+        log.info("app_stopped")
+
+    def run(self) -> int:
+        """Run in the foreground until a signal; the exit code for the process."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            if stop.is_set():
+                log.warning("second_signal_exiting_now", signal=signum)
+                os._exit(130)
+            log.info("shutdown_requested", signal=signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        while not stop.is_set() and not self.failed.is_set():
+            time.sleep(0.2)
+        self.stop()
+        return 1 if self.failed.is_set() else 0
+
+    # -- callbacks --------------------------------------------------------------------------
+
+    def _worker_crashed(self, exc: BaseException) -> None:
+        log.error("worker_job_crashed", error=repr(exc))
+
+    @staticmethod
+    def _breaker_changed(name: str, state: str) -> None:
+        metrics.BREAKER_STATE.labels(name).set(STATE_VALUES.get(state, 0))
+        log.warning("breaker_state_changed", dependency=name, state=state)
+
+    def ready(self) -> bool:
+        return bool(self.listeners) and all(lst.assigned.is_set() for lst in self.listeners)

@@ -1,0 +1,56 @@
+"""What a handler is, and the typed errors it raises.
+
+A handler has two halves so that exactly-once database effects do not cost one fsync each:
+
+* `perform(event)` does the work outside the database (send an email, call an HTTP API).
+  It runs on a worker thread and may be repeated if the process dies before the commit.
+* `apply(conn, event, performed)` writes the handler's database effects. It runs inside the
+  transaction that also inserts the dedup row and the event record (see storage/writer.py),
+  possibly batched with other events' transactions under one commit, each in its own
+  savepoint. It must only use `conn`.
+
+Failures are raised as one of the errors below; anything else is classified by
+retry_topics/policy.py (timeouts and connection resets are transient, the rest permanent).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+from sqlalchemy.engine import Connection
+
+from schemas.events import Event
+
+
+class HandlerError(Exception):
+    """Base of the errors a handler raises on purpose."""
+
+
+class TransientError(HandlerError):
+    """Might work later (timeout, lock timeout, 5xx): goes through the retry tiers."""
+
+
+class PermanentError(HandlerError):
+    """Will never work (4xx, a business rule): straight to the DLQ, no retry."""
+
+
+class DependencyDownError(HandlerError):
+    """The dependency is unreachable; counts against its circuit breaker."""
+
+    def __init__(self, dependency: str, message: str) -> None:
+        super().__init__(f"{dependency}: {message}")
+        self.dependency = dependency
+
+
+class Handler(Protocol):
+    event_type: ClassVar[str]
+    # Name of the circuit breaker guarding `perform`, or None when it touches only the DB.
+    dependency: ClassVar[str | None]
+
+    def perform(self, event: Event) -> Any:
+        """Side effects outside the database; return what `apply` needs to record."""
+        ...
+
+    def apply(self, conn: Connection, event: Event, performed: Any) -> None:
+        """Database effects, inside the event's transaction."""
+        ...

@@ -1,0 +1,119 @@
+"""Report: generate a small text report and store it, inside the event's transaction.
+
+The report is rendered from the event alone plus what `conn` reads in the same transaction,
+and stamped with the event's time rather than the wall clock, so processing the same event
+again renders the same text. Storing it in the event's transaction makes the report, the
+dedup row and the event record appear together or not at all.
+
+`report_id` is the business key: a second event asking for an existing report id is a
+conflict no retry can resolve (PermanentError, to the DLQ for a human), while the same event
+applied again is a harmless no-op.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC
+from typing import Any, ClassVar
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Connection
+
+from consumers.handlers.base import PermanentError
+from consumers.settings import Settings
+from schemas.events import Event, ReportPayload
+from storage.models import chemicals, reports
+
+STATUS_SUMMARY = "chemical-status-summary"
+
+
+class ReportHandler:
+    """Renders the report for a Report event and inserts it into `reports`."""
+
+    event_type: ClassVar[str] = "Report"
+    dependency: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def perform(self, event: Event) -> None:
+        """Nothing outside the database: the report is built from the database in `apply`."""
+        return None
+
+    def apply(self, conn: Connection, event: Event, performed: Any) -> None:
+        """Render and insert the report; raise PermanentError on a report id conflict."""
+        payload: ReportPayload = event.payload
+        content = render_report(conn, event)
+        # DO NOTHING on either unique key (report_id, event_id) rather than failing the
+        # statement: a failed statement would abort the enclosing transaction, and we want
+        # to tell a replay from a conflict first.
+        inserted = conn.execute(
+            pg_insert(reports)
+            .values(
+                report_id=payload.report_id,
+                report_type=payload.report_type,
+                requested_by=payload.requested_by,
+                event_id=event.event_id,
+                content=content,
+            )
+            .on_conflict_do_nothing()
+            .returning(reports.c.report_id)
+        ).first()
+        if inserted is not None:
+            return
+        existing = conn.execute(
+            select(reports.c.report_id, reports.c.event_id).where(
+                (reports.c.report_id == payload.report_id) | (reports.c.event_id == event.event_id)
+            )
+        ).all()
+        if any(
+            row.report_id == payload.report_id and row.event_id == event.event_id
+            for row in existing
+        ):
+            return  # this very event was applied before: idempotent no-op
+        owners = ", ".join(f"report {r.report_id} by event {r.event_id}" for r in existing)
+        raise PermanentError(
+            f"report {payload.report_id!r} from event {event.event_id} conflicts with "
+            f"{owners or 'a concurrent insert'}"
+        )
+
+
+def render_report(conn: Connection, event: Event) -> str:
+    """The report text: a header, then a CSV body that depends on the report type.
+
+    Everything is sorted so that the same inputs always give the same bytes.
+    """
+    payload: ReportPayload = event.payload
+    generated_for = event.occurred_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    out = io.StringIO()
+    out.write(
+        f"# Q-Chem report {payload.report_id}\n"
+        f"# type: {payload.report_type}\n"
+        f"# requested_by: {payload.requested_by}\n"
+        f"# generated_for: {generated_for}\n"
+        f"# event_id: {event.event_id}\n"
+    )
+    writer = csv.writer(out, lineterminator="\n")
+    if payload.report_type == STATUS_SUMMARY:
+        regulation = payload.parameters.get("regulation")
+        if regulation is not None:
+            out.write(f"# regulation: {regulation}\n")
+        writer.writerow(["status", "count"])
+        counts = _status_counts(conn, regulation)
+        writer.writerows(counts)
+        writer.writerow(["TOTAL", sum(count for _, count in counts)])
+    else:
+        writer.writerow(["parameter", "value"])
+        writer.writerows(sorted(payload.parameters.items()))
+    return out.getvalue()
+
+
+def _status_counts(conn: Connection, regulation: str | None) -> list[tuple[str, int]]:
+    """Chemicals by current status, read in the event's transaction (a consistent view)."""
+    query = select(chemicals.c.status, func.count()).group_by(chemicals.c.status)
+    if regulation is not None:
+        query = query.where(chemicals.c.regulation == regulation)
+    # Sort in Python: the database's collation must not change the report's bytes.
+    return sorted((str(status), int(count)) for status, count in conn.execute(query))

@@ -1,0 +1,288 @@
+"""A listener: one consumer group reading one event type's main topic and retry tiers.
+
+The poll loop, in prose: fetch a batch; turn each record into work (decoding it, checking its
+retry headers and its due time); hand the work to the pipeline; then pause or resume
+partitions for the reasons that apply (too much in flight, a retry not yet due, a breaker
+open); and commit what is safe to commit. Everything that touches the consumer happens on
+this one thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, cast
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.offsets import OffsetBook, TopicPartitionKey
+from consumers.pausing import PauseBook
+from consumers.processing import Pipeline, Work, now_ms
+from ops import metrics
+from retry_topics import headers as rh
+from retry_topics.naming import TopicNames
+from schemas.codec import InvalidEvent, decode
+
+log = structlog.get_logger(__name__)
+
+BATCH_SIZE = 500
+
+
+def consumer_config(common: dict[str, Any], group: str) -> dict[str, Any]:
+    return {
+        **common,
+        "group.id": group,
+        "enable.auto.commit": False,  # offsets.py is the only committer
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "max.poll.interval.ms": 300_000,
+        # Bound librdkafka's prefetch so a backlog of millions does not become memory.
+        "queued.max.messages.kbytes": 8_192,
+        "fetch.wait.max.ms": 50,
+    }
+
+
+def _headers(message: Message) -> list[tuple[str, bytes]] | None:
+    """A consumed record's headers as (name, bytes) pairs (a null value becomes b"")."""
+    raw = message.headers()
+    if not raw:
+        return None
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [
+        (name, value.encode() if isinstance(value, str) else (value or b""))
+        for name, value in pairs
+    ]
+
+
+class Listener:
+    def __init__(
+        self,
+        *,
+        names: TopicNames,
+        pipeline: Pipeline,
+        kafka_config: dict[str, Any],
+        max_in_flight: int,
+        commit_interval_s: float,
+        max_event_bytes: int,
+        revoke_wait_s: float = 10.0,
+        shutdown_timeout_s: float = 30.0,
+    ) -> None:
+        self.names = names
+        self.event_type = names.event_type
+        self.pipeline = pipeline
+        self.book: OffsetBook = pipeline.book
+        self.consumer = Consumer(consumer_config(kafka_config, names.group))
+        self.pauses = PauseBook(self.consumer, self.event_type)
+        self.max_in_flight = max_in_flight
+        self.commit_interval_s = commit_interval_s
+        self.max_event_bytes = max_event_bytes
+        self.revoke_wait_s = revoke_wait_s
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.retry_topics = {spec.name for spec in names.retry_tiers}
+        self.waiting_until: dict[TopicPartitionKey, int] = {}  # retry partitions not yet due
+        self.stopping = threading.Event()
+        self.log = log.bind(event_type=self.event_type, group=names.group)
+        self._last_commit = time.monotonic()
+        self._last_lag = 0.0
+        self.assigned = threading.Event()  # set once partitions are first assigned (tests)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.consumer.subscribe(
+            self.names.consumed(),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self.log.info("listener_started", topics=self.names.consumed())
+        try:
+            while not self.stopping.is_set():
+                for message in self.consumer.consume(BATCH_SIZE, timeout=self._poll_timeout()):
+                    self._take(message)
+                self._flow_control()
+                self._commit(force=False)
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    # -- one record -------------------------------------------------------------------------
+
+    def _take(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                self.log.error("consume_error", error=str(error))
+                if error.fatal():
+                    raise KafkaException(error)
+            return
+        topic, partition, offset = (
+            cast(str, message.topic()),
+            cast(int, message.partition()),
+            cast(int, message.offset()),
+        )
+        tp = (topic, partition)
+        if tp in self.waiting_until:
+            return  # fetched before we seeked back to a record that is not due yet
+        headers = _headers(message)
+        work = Work(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=message.key(),
+            value=message.value(),
+            headers=headers,
+            origin=rh.Origin(topic, partition, offset, message.timestamp()[1]),
+        )
+        if topic in self.retry_topics:
+            if not self._read_retry_headers(work, headers, message):
+                return  # not due: the partition is paused and rewound
+        else:
+            self._read_replay_headers(work, headers)
+        try:
+            work.event = decode(
+                work.value, headers, self.event_type, max_bytes=self.max_event_bytes
+            )
+        except InvalidEvent as exc:
+            work.rejected = exc
+        self.pipeline.accept(work)
+
+    def _read_retry_headers(self, work: Work, headers: Any, message: Message) -> bool:
+        try:
+            info = rh.parse_retry_headers(
+                headers,
+                expected_origin_topic=self.names.main,
+                expected_group=self.names.group,
+                max_attempt=self.pipeline.policy.retries + 1,
+                now_ms=now_ms(),
+            )
+        except rh.BadRetryHeaders as exc:
+            work.rejected = exc  # to the DLQ with the reason; its own position is its origin
+            return True
+        if info.due_ms > now_ms():
+            tp = (work.topic, work.partition)
+            self.waiting_until[tp] = info.due_ms
+            self.pauses.add([tp], "due")
+            self.consumer.seek(TopicPartition(work.topic, work.partition, work.offset))
+            return False
+        work.origin = info.origin
+        work.attempt = info.attempt
+        work.first_failure_ms = info.first_failure_ms
+        work.replay_count = info.replay_count
+        work.due_ms = info.due_ms
+        return True
+
+    def _read_replay_headers(self, work: Work, headers: Any) -> None:
+        """A record replayed from the DLQ keeps its origin identity (and so its dedup key)."""
+        origin = rh.parse_origin(headers)
+        if origin is not None and origin.topic == self.names.main:
+            work.origin = origin
+            values = rh.as_dict(headers)
+            try:
+                work.replay_count = min(int(values.get(rh.REPLAY_COUNT, b"0")), 1_000_000)
+            except ValueError:
+                work.replay_count = 0
+
+    # -- pausing and committing -------------------------------------------------------------
+
+    def _flow_control(self) -> None:
+        in_flight = self.book.in_flight()
+        owned = self.book.owned()
+        if in_flight >= self.max_in_flight:
+            self.pauses.add(owned, "backpressure")
+        elif in_flight <= self.max_in_flight // 2:
+            self.pauses.remove(owned, "backpressure")
+        guard = self.pipeline.guard
+        if guard is not None and guard.is_open():
+            self.pauses.add(owned, "breaker")
+        else:
+            self.pauses.remove(owned, "breaker")
+        now = now_ms()
+        for tp, due in list(self.waiting_until.items()):
+            if due <= now:
+                del self.waiting_until[tp]
+                self.pauses.remove([tp], "due")
+
+    def _poll_timeout(self) -> float:
+        if not self.waiting_until:
+            return 0.1
+        until_due = (min(self.waiting_until.values()) - now_ms()) / 1000
+        return max(0.0, min(0.1, until_due))
+
+    def _commit(self, *, force: bool, only: list[TopicPartitionKey] | None = None) -> None:
+        if not force and time.monotonic() - self._last_commit < self.commit_interval_s:
+            return
+        self._last_commit = time.monotonic()
+        offsets = self.book.to_commit()
+        if only is not None:
+            offsets = {tp: o for tp, o in offsets.items() if tp in only}
+        if offsets:
+            try:
+                self.consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                    asynchronous=False,
+                )
+                self.book.committed(offsets)
+            except KafkaException as exc:  # widens the redelivery window only; dedup covers it
+                self.log.warning("commit_failed", error=str(exc))
+        if time.monotonic() - self._last_lag > 5:
+            self._last_lag = time.monotonic()
+            self._export_lag()
+
+    def _export_lag(self) -> None:
+        for topic, partition in self.book.owned():
+            try:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            committed = self.book.to_commit().get((topic, partition))
+            position = committed if committed is not None else high
+            if high >= 0 and position is not None and position >= 0:
+                metrics.CONSUMER_LAG.labels(self.event_type, topic, str(partition)).set(
+                    max(0, high - position)
+                )
+
+    # -- rebalance callbacks (run inside consume(), on this thread) ---------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        # Assign explicitly before pausing: a partition must be assigned to be paused.
+        self.consumer.incremental_assign(partitions)
+        self.book.assign(tps)
+        self.pauses.assigned(tps)
+        self.log.info("partitions_assigned", partitions=tps)
+        self.assigned.set()
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        finished = self.book.wait_idle(tps, timeout=self.revoke_wait_s)
+        self._commit(force=True, only=tps)
+        self._forget(tps)
+        self.log.info("partitions_revoked", partitions=tps, all_finished=finished)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        self._forget(tps)  # another consumer owns them already: commit nothing
+        self.log.warning("partitions_lost", partitions=tps)
+
+    def _forget(self, tps: list[TopicPartitionKey]) -> None:
+        self.book.revoke(tps)
+        self.pauses.forget(tps)
+        for tp in tps:
+            self.waiting_until.pop(tp, None)
+
+    def _shutdown(self) -> None:
+        """Stop fetching, finish in-flight work within the deadline, commit, close."""
+        self.pauses.add(self.book.owned(), "shutdown")
+        finished = self.book.wait_idle(self.book.owned(), timeout=self.shutdown_timeout_s)
+        self._commit(force=True)
+        self.consumer.close()
+        self.log.info("listener_stopped", all_finished=finished)

@@ -1,0 +1,336 @@
+"""What happens to one record, from the poll loop's hand-off to its durable outcome.
+
+    accept (poll thread) -> run (worker) -> write (writer thread) -> finish
+                                 \\-> fail -> retry tier | DLQ | hold in place -> finish
+
+Every record ends in `finish`, which marks its offset done and frees its key's lane - and
+only once its outcome is durable (offsets.py rule 2). Nothing here touches the consumer.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError
+
+from consumers.breakers import DependencyGuard
+from consumers.dispatch import KeyedDispatcher
+from consumers.handlers.base import Handler
+from consumers.offsets import OffsetBook
+from consumers.timers import Timers
+from ops import metrics
+from retry_topics import headers as rh
+from retry_topics.naming import TopicNames
+from retry_topics.policy import (
+    DeadLetter,
+    FailureKind,
+    HoldInPlace,
+    RetryPolicy,
+    RetryTier,
+    classify,
+    decide,
+    hold_delay_s,
+)
+from retry_topics.router import DeliveryProducer
+from schemas.codec import InvalidEvent
+from schemas.events import Event
+from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
+
+log = structlog.get_logger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(slots=True)
+class Work:
+    """One consumed record and what is known about it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+    origin: rh.Origin
+    event: Event | None = None
+    # Set on the poll thread when the record cannot be processed at all.
+    rejected: InvalidEvent | rh.BadRetryHeaders | None = None
+    attempt: int = 1
+    first_failure_ms: int | None = None
+    replay_count: int = 0
+    due_ms: int | None = None
+    held: int = 0  # times held in place (database down, breaker open)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def lane(self) -> Hashable:
+        if self.event is not None:
+            return self.event.key
+        return ("unkeyed", self.topic, self.partition, self.offset)
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event.event_id if self.event else None,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "attempt": self.attempt,
+        }
+
+
+class Pipeline:
+    """The processing of one event type's records (one per listener)."""
+
+    def __init__(
+        self,
+        *,
+        event_type: str,
+        names: TopicNames,
+        handler: Handler,
+        policy: RetryPolicy,
+        writer: BatchWriter,
+        producer: DeliveryProducer,
+        book: OffsetBook,
+        dispatcher: KeyedDispatcher,
+        timers: Timers,
+        guard: DependencyGuard | None = None,
+        payload_log_bytes: int = 2048,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.event_type = event_type
+        self.names = names
+        self.group = names.group
+        self.handler = handler
+        self.policy = policy
+        self.writer = writer
+        self.producer = producer
+        self.book = book
+        self.dispatcher = dispatcher
+        self.timers = timers
+        self.guard = guard
+        self.payload_log_bytes = payload_log_bytes
+        self.rng = rng or random.Random()
+        self.log = log.bind(event_type=event_type, group=self.group)
+
+    # -- poll thread ------------------------------------------------------------------------
+
+    def accept(self, work: Work) -> None:
+        self.book.track(work.tp, work.offset)
+        metrics.IN_FLIGHT.labels(self.event_type).inc()
+        self.dispatcher.submit(work.lane, partial(self.run, work))
+
+    # -- worker threads ---------------------------------------------------------------------
+
+    def run(self, work: Work) -> None:
+        if work.due_ms is not None and work.held == 0:
+            lateness = max(0, now_ms() - work.due_ms) / 1000
+            metrics.RETRY_LATENESS.labels(self.event_type, work.topic).observe(lateness)
+        if work.rejected is not None:
+            self.fail(work, work.rejected)
+            return
+        event = work.event
+        assert event is not None
+        try:
+            if self.handler.dependency is not None and self.writer.already_processed(
+                self.group,
+                work.origin.topic,
+                work.origin.partition,
+                work.origin.offset,
+                event.event_id,
+            ):
+                self.record(work, Status.DUPLICATE, None)
+                return
+            if self.guard is not None:
+                performed = self.guard.call(self.handler.perform, event)
+            else:
+                performed = self.handler.perform(event)
+        except Exception as exc:
+            self.fail(work, exc)
+            return
+        self.writer.submit(
+            WriteRequest(
+                **self._identity(work),
+                status=Status.SUCCEEDED,
+                apply=partial(self.handler.apply, event=event, performed=performed),
+                processing_ms=int((time.monotonic() - work.started) * 1000),
+                on_done=partial(self.written, work),
+            )
+        )
+
+    # -- writer / delivery threads ----------------------------------------------------------
+
+    def written(self, work: Work, result: WriteResult | BaseException) -> None:
+        if isinstance(result, BaseException):
+            self.fail(work, result)
+            return
+        outcome = "success" if result is WriteResult.APPLIED else "duplicate"
+        if result is WriteResult.APPLIED:
+            metrics.SUCCESS_ATTEMPT.labels(self.event_type, str(min(work.attempt, 4))).inc()
+        self.finish(work, outcome)
+
+    def fail(self, work: Work, error: BaseException) -> None:
+        kind = classify(error)
+        decision = decide(
+            kind, work.attempt, self.policy, now_ms=now_ms(), rng=self.rng, held_times=work.held
+        )
+        if isinstance(decision, HoldInPlace):
+            self._hold(work, decision.delay_s, kind, error)
+        elif isinstance(decision, RetryTier):
+            self._route(work, error, kind, self.names.retry(decision.delay_ms), decision)
+        else:
+            self._route(work, error, kind, self.names.dlq, decision)
+
+    def _hold(self, work: Work, delay_s: float, kind: FailureKind, error: BaseException) -> None:
+        """Keep the event in flight and run it again later: no attempt is used up."""
+        if work.held == 0 or work.held % 20 == 0:
+            self.log.warning(
+                "event_held",
+                reason=kind.value,
+                error=str(error)[:300],
+                retry_in_s=round(delay_s, 2),
+                held=work.held,
+                **work.log_fields(),
+            )
+        work.held += 1
+        metrics.HELD.labels(self.event_type, kind.value).inc()
+        self.timers.call_later(
+            delay_s, partial(self.dispatcher.resubmit, work.lane, partial(self.run, work))
+        )
+
+    def _route(
+        self,
+        work: Work,
+        error: BaseException,
+        kind: FailureKind,
+        topic: str,
+        decision: RetryTier | DeadLetter,
+    ) -> None:
+        first_failure = work.first_failure_ms or now_ms()
+        failure = rh.Failure(
+            error_class=type(error).__name__,
+            message=str(error),
+            stack="".join(traceback.format_exception(error)[-6:]),
+            kind=kind.value,
+        )
+        retrying = isinstance(decision, RetryTier)
+        headers = rh.build(
+            source_headers=work.headers,
+            origin=work.origin,
+            group=self.group,
+            attempt=decision.next_attempt if isinstance(decision, RetryTier) else work.attempt,
+            first_failure_ms=first_failure,
+            due_ms=decision.due_ms if isinstance(decision, RetryTier) else None,
+            failure=failure,
+            replay_count=work.replay_count,
+            dlq_reason=None if retrying else decision.reason,  # type: ignore[union-attr]
+        )
+        status = (
+            Status.RETRYING
+            if retrying
+            else (Status.INVALID if kind is FailureKind.INVALID else Status.DLQ)
+        )
+        error_text = f"{failure.error_class}: {failure.message}"[:2000]
+        if kind is FailureKind.INVALID:
+            self.log.error(
+                "event_invalid",
+                error=error_text,
+                payload=self._bounded_payload(work),
+                **work.log_fields(),
+            )
+        else:
+            self.log.warning(
+                "event_retrying" if retrying else "event_dead_lettered",
+                to_topic=topic,
+                error_kind=kind.value,
+                error=error_text[:500],
+                **work.log_fields(),
+            )
+
+        def delivered(err: KafkaError | None) -> None:
+            if err is not None:  # not routed: keep it in flight and try again
+                self.log.error("route_failed", to_topic=topic, error=str(err), **work.log_fields())
+                work.held += 1
+                self.timers.call_later(
+                    hold_delay_s(work.held, self.rng),
+                    partial(self._route, work, error, kind, topic, decision),
+                )
+                return
+            self.record(work, status, error_text)
+
+        self.producer.produce(
+            topic, key=work.key, value=work.value, headers=headers, on_delivery=delivered
+        )
+
+    def record(self, work: Work, status: Status, error: str | None) -> None:
+        """Write the event record of a non-success outcome, then finish."""
+        outcome = {
+            Status.RETRYING: "retried",
+            Status.DLQ: "dlq",
+            Status.INVALID: "invalid",
+            Status.DUPLICATE: "duplicate",
+        }[status]
+
+        def recorded(result: WriteResult | BaseException) -> None:
+            if isinstance(result, BaseException):  # database down: keep trying, do not lose it
+                work.held += 1
+                self.timers.call_later(
+                    hold_delay_s(work.held, self.rng), partial(self.writer.submit, request)
+                )
+                return
+            self.finish(work, outcome)
+
+        request = WriteRequest(
+            **self._identity(work),
+            status=status,
+            last_error=error,
+            processing_ms=int((time.monotonic() - work.started) * 1000),
+            on_done=recorded,
+        )
+        self.writer.submit(request)
+
+    def finish(self, work: Work, outcome: str) -> None:
+        elapsed = time.monotonic() - work.started
+        metrics.PROCESSED.labels(self.event_type, outcome).inc()
+        metrics.PROCESSING_SECONDS.labels(self.event_type).observe(elapsed)
+        metrics.IN_FLIGHT.labels(self.event_type).dec()
+        if outcome in ("success", "duplicate"):
+            self.log.debug("event_processed", outcome=outcome, **work.log_fields())
+        self.book.mark_done(work.tp, work.offset)
+        self.dispatcher.release(work.lane)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _identity(self, work: Work) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "origin_topic": work.origin.topic,
+            "origin_partition": work.origin.partition,
+            "origin_offset": work.origin.offset,
+            "event_type": self.event_type,
+            "event_id": work.event.event_id if work.event else None,
+            "event_key": work.event.key if work.event else None,
+            "attempts": work.attempt,
+        }
+
+    def _bounded_payload(self, work: Work) -> str:
+        raw = work.value or b""
+        text = raw[: self.payload_log_bytes].decode("utf-8", "backslashreplace")
+        if len(raw) > self.payload_log_bytes:
+            text += f"... ({len(raw)} bytes)"
+        return text
+
+
+OnFinished = Callable[[Work, str], None]

@@ -1,0 +1,213 @@
+"""Typed settings, read once from the environment (and an optional `.env`).
+
+Every setting is an environment variable of the same name in upper case
+(`kafka_bootstrap_servers` <- `KAFKA_BOOTSTRAP_SERVERS`). A bad value fails at start-up with a
+one-line message naming the variable (see `load_settings`), never later with a traceback.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EVENT_TYPES: tuple[str, ...] = ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://qchem:qchem@127.0.0.1:5432/qchem"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- Kafka -----------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Passed through to librdkafka unchanged (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    topic_prefix: str = Field(default="qchem", pattern=r"^[A-Za-z0-9._-]{1,100}$")
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    topic_replication_factor: int = Field(default=1, ge=1, le=10)
+    main_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+    retry_retention_ms: int = Field(default=7 * 24 * 3600 * 1000, ge=60_000)
+    dlq_retention_days: int = Field(default=30, ge=1, le=3650)  # ADR-003
+
+    # --- Database --------------------------------------------------------------------------
+    database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    db_lock_timeout_ms: int = Field(default=500, ge=10, le=60_000)
+    dedup_retention_days: int = Field(default=14, ge=1, le=3650)
+
+    # --- Processing ------------------------------------------------------------------------
+    event_types: Annotated[tuple[str, ...], NoDecode] = EVENT_TYPES
+    concurrency: int = Field(default=10, ge=1, le=1000)  # ADR-002
+    max_in_flight: int = Field(default=2000, ge=1, le=1_000_000)
+    commit_interval_s: float = Field(default=0.5, gt=0, le=60)
+    max_event_bytes: int = Field(default=1_048_576, ge=256, le=64 * 1_048_576)
+    shutdown_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    write_batch_max: int = Field(default=500, ge=1, le=10_000)
+    db_writers_per_listener: int = Field(default=2, ge=1, le=64)
+
+    # --- Retries, breakers, DLQ (ADR-001, ADR-003) -----------------------------------------
+    retries: int = Field(default=3, ge=0, le=10)
+    # Per-type overrides, "Type=N,...": scenario 2 gives emails attempts 1, 2, 3 then the DLQ.
+    retries_per_type: Annotated[dict[str, int], NoDecode] = {"Email": 2}
+    breaker_fail_max: int = Field(default=5, ge=1, le=1000)
+    breaker_reset_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    auto_redrive_types: Annotated[tuple[str, ...], NoDecode] = ("Email",)
+    dlq_redrive_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+
+    # --- Dependencies ----------------------------------------------------------------------
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=2525, ge=1, le=65535)
+    smtp_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    smtp_sender: str = "qchem-events@localhost"
+    chemical_api_url: str = "http://127.0.0.1:8081"
+    chemical_api_timeout_s: float = Field(default=2.0, gt=0, le=120)
+
+    # --- Operations ------------------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    log_payload_max_bytes: int = Field(default=2048, ge=0, le=1_048_576)
+    log_redact_fields: Annotated[tuple[str, ...], NoDecode] = ("password", "token", "secret")
+
+    @field_validator("retries_per_type", mode="before")
+    @classmethod
+    def _parse_retries(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            result = {}
+            for item in filter(None, (part.strip() for part in value.split(","))):
+                name, sep, number = item.partition("=")
+                if not sep or not number.strip().isdigit():
+                    raise ValueError(f"expected Type=N[,Type=N], got {value!r}")
+                result[name.strip()] = int(number)
+            return result
+        return value
+
+    @field_validator("retries_per_type")
+    @classmethod
+    def _known_retry_types(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = [k for k in value if k not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event type(s) {unknown}; choose from {list(EVENT_TYPES)}")
+        if any(not 0 <= n <= 10 for n in value.values()):
+            raise ValueError("retries must be between 0 and 10")
+        return value
+
+    @field_validator("event_types")
+    @classmethod
+    def _some_event_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one event type is needed")
+        return value
+
+    def retries_for(self, event_type: str) -> int:
+        return self.retries_per_type.get(event_type, self.retries)
+
+    @field_validator("event_types", "log_redact_fields", "auto_redrive_types", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("event_types", "auto_redrive_types")
+    @classmethod
+    def _known_event_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [v for v in value if v not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event type(s) {unknown}; choose from {list(EVENT_TYPES)}")
+        return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_format(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port], got {value!r}")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_format(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        try:
+            parts = urlsplit(raw)
+            parts.port  # noqa: B018 - raises ValueError on a non-numeric port
+        except ValueError as exc:
+            raise ValueError(f"malformed URL ({exc})") from None
+        if not parts.scheme.startswith("postgresql") or not parts.hostname or not parts.path[1:]:
+            raise ValueError(
+                "expected postgresql[+psycopg2]://user:password@host:port/database, "
+                f"got {redact_url(raw)!r}"
+            )
+        return value
+
+    @field_validator("chemical_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        raw = self.database_url.get_secret_value()
+        if raw.startswith("postgresql://") or raw.startswith("postgres://"):
+            raw = "postgresql+psycopg2://" + raw.split("://", 1)[1]
+        return raw
+
+    def kafka_common_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by consumers, producers and the admin client."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_ca_location:
+            config["ssl.ca.location"] = self.kafka_ssl_ca_location
+        return config
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, safe for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment; a `ConfigError` naming the variable on a bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "SETTINGS"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigError("; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Operations: CLI, HTTP endpoints, dev servers."""

@@ -1,0 +1,210 @@
+"""The `qchem-events` command line (typer).
+
+Exit codes: 0 fine, 1 a problem found (a service unreachable, a check failing), 2 a usage or
+configuration error. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from consumers.settings import EVENT_TYPES, ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="qchem-events",
+    help="Reliable Kafka consumers for Q-Chem events, and the tools to operate them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+topics_app = typer.Typer(
+    help="Create and list the Kafka topics the application uses.", no_args_is_help=True
+)
+dev_app = typer.Typer(
+    help="Local stand-ins for the dependencies (demo and tests).", no_args_is_help=True
+)
+app.add_typer(topics_app, name="topics")
+app.add_typer(dev_app, name="dev")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+class Problem(Exception):
+    """A problem found (exit 1): the message is printed as one line."""
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"qchem-events: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _exit(message: str, code: int) -> NoReturn:
+    """Outside typer's own handling (in `main`): print one line and exit."""
+    typer.echo(f"qchem-events: {message}", err=True)
+    sys.exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+@app.command()
+def run() -> None:
+    """Run the consumers in the foreground until Ctrl-C / SIGTERM.
+
+    Example: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 qchem-events run
+    """
+    from consumers.app import App
+    from ops.logging import configure
+    from ops.topics import create_topics
+
+    s = settings()
+    configure(s.log_level, s.log_format, s.log_redact_fields)
+    create_topics(s)
+    raise typer.Exit(App(s).run())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (idempotent; `run` does it too).
+
+    Example: DATABASE_URL=postgresql://qchem:qchem@127.0.0.1:5432/qchem qchem-events migrate
+    """
+    from storage.db import migrate as apply
+
+    s = settings()
+    apply(s.sqlalchemy_url)
+    typer.echo("database schema is current")
+
+
+@topics_app.command("create")
+def topics_create(as_json: JsonFlag = False) -> None:
+    """Create every topic (main, retry tiers, DLQ per event type); harmless when they exist.
+
+    Example: qchem-events topics create --json
+    """
+    from ops.topics import as_dicts, create_topics
+
+    rows = create_topics(settings())
+    text = "\n".join(f"{r.status:<8} {r.name} ({r.partitions} partitions)" for r in rows)
+    emit(as_dicts(rows), as_json, text)
+
+
+@topics_app.command("list")
+def topics_list(as_json: JsonFlag = False) -> None:
+    """List the application's topics with role, event type, partitions (from the broker).
+
+    Example: qchem-events topics list --json | jq '.[] | select(.role=="dlq")'
+    """
+    from ops.topics import as_dicts, list_topics
+
+    rows = list_topics(settings())
+    text = "\n".join(
+        f"{r.role:<6} {r.event_type:<15} {r.partitions:>3}  {r.name}"
+        + ("  (missing)" if r.status == "missing" else "")
+        for r in rows
+    )
+    emit(as_dicts(rows), as_json, text)
+    if any(r.status == "missing" for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def sample(
+    event_type: Annotated[str, typer.Argument(help=f"One of {', '.join(EVENT_TYPES)}.")],
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=1_000_000)] = 1,
+    keys: Annotated[int | None, typer.Option(help="Limit the number of distinct keys.")] = None,
+    with_key: Annotated[
+        bool, typer.Option("--with-key", help="Prefix each line with 'key|' for kcat -K'|'.")
+    ] = False,
+) -> None:
+    """Print COUNT valid example events as JSON lines, ready for `kcat -P`.
+
+    Example: qchem-events sample Email --count 10 | kcat -P -b 127.0.0.1:9092 -t qchem.email
+    """
+    if event_type not in EVENT_TYPES:
+        fail(f"unknown event type {event_type!r}; choose from {', '.join(EVENT_TYPES)}", 2)
+    from schemas.codec import encode_json
+    from schemas.samples import sample_events
+
+    for event in sample_events(event_type, count, keys=keys):
+        line = encode_json(event).decode()
+        typer.echo(f"{event.key}|{line}" if with_key else line)
+
+
+@app.command()
+def stats(as_json: JsonFlag = False) -> None:
+    """Counts by event type and status, success rate, attempts distribution.
+
+    Example: qchem-events stats --json
+    """
+    from ops.stats import event_stats, render
+    from storage.db import make_engine
+
+    engine = make_engine(settings(), pool_size=1)
+    try:
+        data = event_stats(engine)
+    finally:
+        engine.dispose()
+    emit(data, as_json, render(data))
+
+
+@dev_app.command("smtp")
+def dev_smtp(port: Annotated[int, typer.Option(min=1, max=65535)] = 2525) -> None:
+    """A local SMTP server that prints each email it receives (Ctrl-C stops it).
+
+    Example: qchem-events dev smtp --port 2525
+    """
+    from ops.devservers import serve_smtp
+
+    serve_smtp(port)
+
+
+@dev_app.command("chemical-api")
+def dev_chemical_api(port: Annotated[int, typer.Option(min=1, max=65535)] = 8081) -> None:
+    """A local chemical database API (GET /chemicals/{id}) for the ChemicalLookup handler.
+
+    Example: qchem-events dev chemical-api --port 8081
+    """
+    from ops.devservers import serve_chemical_api
+
+    serve_chemical_api(port)
+
+
+def main() -> None:
+    """Console-script entry point: one-line errors, exit codes 0 / 1 / 2."""
+    from sqlalchemy.exc import OperationalError
+
+    from ops.topics import KafkaUnavailable
+
+    try:
+        app(standalone_mode=True)
+    except ConfigError as exc:
+        _exit(f"configuration error: {exc}", 2)
+    except (KafkaUnavailable, Problem) as exc:
+        _exit(str(exc), 1)
+    except OperationalError as exc:
+        from consumers.settings import redact_url
+
+        url = redact_url(load_settings().sqlalchemy_url)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        _exit(f"cannot reach PostgreSQL at {url}: {reason}", 1)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        from ops.logging import mask_secrets
+
+        _exit(f"{type(exc).__name__}: {mask_secrets(str(exc)).splitlines()[0][:300]}", 1)

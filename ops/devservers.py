@@ -1,0 +1,502 @@
+"""Real SMTP and chemical-API servers for tests and demos, with fault injection.
+
+The handlers talk to their dependencies over real sockets, so they are tested against real
+servers rather than mocks: a mock cannot refuse a connection, time out, or reply 451.
+
+* `SmtpSink`: an aiosmtpd server that keeps every message it receives (so duplicates are
+  countable by `X-Event-ID`), can refuse the next messages with a 4xx/5xx reply, and whose
+  `stop()` really closes the port (clients get ECONNREFUSED, the SMTP-outage scenario).
+* `ChemicalApiServer`: a threaded `http.server` serving deterministic chemical records,
+  with modes for outages (500s, slowness, garbage bodies) and a request log.
+
+`serve_smtp` / `serve_chemical_api` run either in the foreground for `qchem-events dev ...`.
+Both listen on 127.0.0.1 only: they are development tools, not services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+log = logging.getLogger(__name__)
+
+LOCALHOST = "127.0.0.1"
+
+
+def free_port(host: str = LOCALHOST) -> int:
+    """A port nobody listens on right now (for servers that cannot bind port 0 themselves)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+# --- SMTP ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEmail:
+    """One message the sink accepted."""
+
+    message_id: str | None
+    event_id: str | None  # the X-Event-ID header
+    mail_from: str
+    to: tuple[str, ...]  # envelope recipients (RCPT TO), what the server delivered to
+    subject: str | None
+    body: str
+    received_at: float  # time.monotonic()
+
+
+class _SinkHandler:
+    """aiosmtpd hook object; everything stateful lives in the SmtpSink."""
+
+    def __init__(self, sink: SmtpSink) -> None:
+        self._sink = sink
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        return self._sink._on_data(envelope)
+
+
+class SmtpSink:
+    """A real SMTP server on `host:port` that records what it receives.
+
+    aiosmtpd's Controller cannot listen on port 0 and cannot be restarted once stopped (its
+    event loop is closed), so the sink picks a free port on the first `start()` and keeps it,
+    and builds a fresh Controller on every start: stop/start simulates an outage and a
+    recovery on the same address, as a client configured with that port would see it.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = LOCALHOST,
+        on_message: Callable[[ReceivedEmail], None] | None = None,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._on_message = on_message
+        self._controller: Controller | None = None
+        self._messages: list[ReceivedEmail] = []
+        self._fail_remaining = 0
+        self._fail_code = 451
+        self._rejected = 0
+        self._changed = threading.Condition()
+
+    @property
+    def port(self) -> int:
+        """The listening port; chosen by the first `start()` when constructed with 0."""
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    def start(self) -> None:
+        """Listen (again) on the same port; a no-op when already running."""
+        if self._controller is not None:
+            return
+        if self._port == 0:
+            self._port = free_port(self.host)
+        controller = Controller(
+            _SinkHandler(self),
+            hostname=self.host,
+            port=self._port,
+            # Without it aiosmtpd calls socket.getfqdn(), which can hang on a box whose DNS
+            # does not answer.
+            server_hostname="qchem-smtp-sink",
+            ready_timeout=5.0,
+        )
+        controller.start()
+        self._controller = controller
+
+    def stop(self) -> None:
+        """Close the port and drop open sessions: new clients get ECONNREFUSED."""
+        controller, self._controller = self._controller, None
+        if controller is not None:
+            controller.stop()
+
+    def __enter__(self) -> SmtpSink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def fail_next(self, n: int, code: int = 451) -> None:
+        """Answer the DATA of the next `n` messages with `code` (4xx: defer, 5xx: reject)."""
+        if not 400 <= code <= 599:
+            raise ValueError(f"an SMTP failure reply is 4xx or 5xx, got {code}")
+        with self._changed:
+            self._fail_remaining = n
+            self._fail_code = code
+
+    @property
+    def messages(self) -> list[ReceivedEmail]:
+        """A snapshot of the accepted messages, oldest first."""
+        with self._changed:
+            return list(self._messages)
+
+    @property
+    def rejected(self) -> int:
+        """How many messages were refused by `fail_next`."""
+        with self._changed:
+            return self._rejected
+
+    def count_by_event_id(self) -> Counter[str | None]:
+        """Accepted messages per X-Event-ID: any count above 1 is a duplicate delivery."""
+        return Counter(message.event_id for message in self.messages)
+
+    def wait_for(self, n: int, timeout: float) -> bool:
+        """Wait until at least `n` messages were accepted; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: len(self._messages) >= n, timeout)
+
+    def clear(self) -> None:
+        with self._changed:
+            self._messages.clear()
+            self._rejected = 0
+
+    def _on_data(self, envelope: Envelope) -> str:
+        """Runs on the aiosmtpd loop thread: the SMTP reply for one message."""
+        with self._changed:
+            if self._fail_remaining > 0:
+                self._fail_remaining -= 1
+                self._rejected += 1
+                enhanced = "4.3.0" if self._fail_code < 500 else "5.7.1"
+                return f"{self._fail_code} {enhanced} Simulated failure (fail_next)"
+        received = _parse_email(envelope)
+        with self._changed:
+            self._messages.append(received)
+            self._changed.notify_all()
+        if self._on_message is not None:
+            try:
+                self._on_message(received)
+            except Exception:  # a broken printer must not turn into an SMTP error
+                log.exception("smtp sink on_message callback failed")
+        return "250 2.0.0 OK: queued"
+
+
+def _parse_email(envelope: Envelope) -> ReceivedEmail:
+    content = envelope.content
+    raw = content if isinstance(content, bytes) else (content or "").encode()
+    parsed = message_from_bytes(raw, policy=policy.default)
+    body = ""
+    if isinstance(parsed, EmailMessage):
+        part = parsed.get_body(preferencelist=("plain",))
+        if part is not None:
+            # SMTP carries CRLF line ends; give back the text as the sender wrote it.
+            body = str(part.get_content()).replace("\r\n", "\n")
+    return ReceivedEmail(
+        message_id=_header(parsed, "Message-ID"),
+        event_id=_header(parsed, "X-Event-ID"),
+        mail_from=envelope.mail_from or "",
+        to=tuple(envelope.rcpt_tos),
+        subject=_header(parsed, "Subject"),
+        body=body,
+        received_at=time.monotonic(),
+    )
+
+
+def _header(message: Any, name: str) -> str | None:
+    value = message.get(name)
+    return None if value is None else str(value)
+
+
+# --- Chemical API --------------------------------------------------------------------------
+
+Mode = Literal["ok", "error500", "slow", "invalid-json"]
+MODES: tuple[str, ...] = ("ok", "error500", "slow", "invalid-json")
+
+_PREFIXES = ("Methyl", "Ethyl", "Propyl", "Butyl", "Chloro", "Fluoro", "Bromo", "Nitro")
+_STEMS = ("benzene", "phenol", "acetate", "amine", "oxide", "sulfate", "ketone", "toluene")
+_HAZARDS = ("none", "flammable", "corrosive", "toxic", "oxidizer", "irritant", "carcinogen")
+
+
+def chemical_record(chemical_id: str) -> dict[str, str]:
+    """The API's record for `chemical_id`: always the same for the same id.
+
+    The CAS number has a valid check digit, so code that validates CAS numbers accepts it.
+    """
+    n = int.from_bytes(hashlib.sha256(chemical_id.encode()).digest()[:8], "big")
+    first = 50 + n % 9_999_950  # CAS numbers have 2 to 7 leading digits
+    second = (n // 10_000_000) % 100
+    digits = f"{first}{second:02d}"
+    check = sum(int(d) * i for i, d in enumerate(reversed(digits), start=1)) % 10
+    return {
+        "chemical_id": chemical_id,
+        "name": _PREFIXES[n % 8] + _STEMS[(n >> 8) % 8],
+        "cas_number": f"{first}-{second:02d}-{check}",
+        "hazard_class": _HAZARDS[(n >> 16) % len(_HAZARDS)],
+        "source": "qchem-dev-api",
+    }
+
+
+class _ApiHttpServer(ThreadingHTTPServer):
+    # Rebinding right after stop() must work although the old port is in TIME_WAIT.
+    allow_reuse_address = True
+    # A request stuck in "slow" mode must not keep stop() or the process waiting.
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: ChemicalApiServer) -> None:
+        super().__init__(address, _ApiRequestHandler)
+        self.api = api
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out and hung up (slow mode) is expected, not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _ApiRequestHandler(BaseHTTPRequestHandler):
+    server: _ApiHttpServer
+    server_version = "qchem-dev-api/1.0"
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        api = self.server.api
+        api._record(path, self.headers.get("X-Event-ID"))
+        reply = api._reply_for(path)
+        if reply is None:  # the server stopped while this request was being slow
+            self.close_connection = True
+            return
+        status, body, content_type = reply
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except ConnectionError:
+            self.close_connection = True  # the client gave up (its timeout): nothing to do
+        api._notify("GET", self.path, status, self.headers.get("X-Event-ID"))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: requests are reported through the request log and `on_request`."""
+
+
+class ChemicalApiServer:
+    """A real HTTP chemical API on `host:port`, with fault injection.
+
+    `GET /chemicals/{id}` answers `chemical_record(id)` (404 for ids starting "UNKNOWN"),
+    `GET /health` always answers 200. Faults (`set_mode`, `fail_next`) apply to
+    `/chemicals/...` only, so a health probe shows "up but failing" as a real outage would.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = LOCALHOST,
+        on_request: Callable[[str, str, int, str | None], None] | None = None,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self._on_request = on_request
+        self._server: _ApiHttpServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._mode: Mode = "ok"
+        self._delay_s = 0.0
+        self._fail_remaining = 0
+        self._fail_status = 500
+        self._requests: list[tuple[float, str]] = []
+        self._event_ids: list[str | None] = []
+        # Set by stop(): wakes requests sleeping in "slow" mode so they end at once.
+        self._stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        """The listening port; chosen by the first `start()` when constructed with 0."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        """Listen (again) on the same port; a no-op when already running."""
+        if self._server is not None:
+            return
+        self._stopping.clear()
+        server = _ApiHttpServer((self.host, self._port), self)
+        self._port = int(server.server_address[1])
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"chemical-api-{self._port}",
+            daemon=True,
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+
+    def stop(self) -> None:
+        """Close the port: new clients get ECONNREFUSED; slow requests are cut short."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> ChemicalApiServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def set_mode(self, mode: Mode, delay_s: float = 1.0) -> None:
+        """ok | error500 (every lookup 500) | slow (answer after delay_s) | invalid-json."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {list(MODES)}")
+        with self._lock:
+            self._mode = mode
+            self._delay_s = delay_s
+
+    def fail_next(self, n: int, status: int = 500) -> None:
+        """Answer the next `n` lookups with `status` (e.g. 500, 503, 429, 400)."""
+        with self._lock:
+            self._fail_remaining = n
+            self._fail_status = status
+
+    @property
+    def requests(self) -> list[tuple[float, str]]:
+        """(time.monotonic(), path) of every request, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return len(self._requests)
+
+    @property
+    def event_ids(self) -> list[str | None]:
+        """The X-Event-ID header of every request, in the order of `requests`."""
+        with self._lock:
+            return list(self._event_ids)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._event_ids.clear()
+
+    def _record(self, path: str, event_id: str | None) -> None:
+        with self._lock:
+            self._requests.append((time.monotonic(), path))
+            self._event_ids.append(event_id)
+
+    def _reply_for(self, path: str) -> tuple[int, bytes, str] | None:
+        """(status, body, content type) for `path`; None when stopped during a delay."""
+        if path == "/health":
+            return 200, _json({"status": "ok"}), "application/json"
+        prefix = "/chemicals/"
+        raw_id = path[len(prefix) :] if path.startswith(prefix) else ""
+        if not raw_id or "/" in raw_id:
+            return 404, _json({"error": "not found", "path": path}), "application/json"
+        with self._lock:
+            mode, delay_s = self._mode, self._delay_s
+            forced: int | None = None
+            if self._fail_remaining > 0:
+                self._fail_remaining -= 1
+                forced = self._fail_status
+        if mode == "slow" and self._stopping.wait(delay_s):
+            return None
+        if forced is not None:
+            return (
+                forced,
+                _json({"error": "injected failure", "status": forced}),
+                "application/json",
+            )
+        if mode == "error500":
+            return 500, _json({"error": "internal server error"}), "application/json"
+        if mode == "invalid-json":
+            return 200, b"<html>not json</html>", "text/html"
+        chemical_id = unquote(raw_id)
+        if chemical_id.startswith("UNKNOWN"):
+            body = _json({"error": "unknown chemical", "chemical_id": chemical_id})
+            return 404, body, "application/json"
+        return 200, _json(chemical_record(chemical_id)), "application/json"
+
+    def _notify(self, method: str, path: str, status: int, event_id: str | None) -> None:
+        if self._on_request is None:
+            return
+        try:
+            self._on_request(method, path, status, event_id)
+        except Exception:  # a broken printer must not break the API
+            log.exception("chemical API on_request callback failed")
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True).encode()
+
+
+# --- Foreground entry points (`qchem-events dev smtp` / `dev chemical-api`) ----------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _print_email(message: ReceivedEmail) -> None:
+    print(
+        f"{_now()} MAIL from={message.mail_from} to={','.join(message.to)} "
+        f"message_id={message.message_id} x_event_id={message.event_id} "
+        f"subject={message.subject!r}",
+        flush=True,
+    )
+
+
+def _print_request(method: str, path: str, status: int, event_id: str | None) -> None:
+    print(f"{_now()} {method} {path} -> {status} x_event_id={event_id}", flush=True)
+
+
+def _wait_for_interrupt() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+
+
+def serve_smtp(port: int) -> None:
+    """Run an SmtpSink in the foreground, one line per received message, until Ctrl-C."""
+    sink = SmtpSink(port=port, on_message=_print_email)
+    sink.start()
+    try:
+        print(f"SMTP sink listening on {sink.host}:{sink.port} (Ctrl-C to stop)", flush=True)
+        _wait_for_interrupt()
+    finally:
+        sink.stop()
+
+
+def serve_chemical_api(port: int) -> None:
+    """Run a ChemicalApiServer in the foreground, one line per request, until Ctrl-C."""
+    api = ChemicalApiServer(port=port, on_request=_print_request)
+    api.start()
+    try:
+        print(f"chemical API listening on {api.url} (Ctrl-C to stop)", flush=True)
+        _wait_for_interrupt()
+    finally:
+        api.stop()

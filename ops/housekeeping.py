@@ -1,0 +1,76 @@
+"""Background chores of a running application: pool gauges and pruning old dedup rows.
+
+Pruning deletes in small batches (10,000 rows, each its own short transaction) so it never
+holds locks that processing waits on. A dedup row older than DEDUP_RETENTION_DAYS no longer
+protects against a redelivery of its event - keep the retention longer than any replay.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from consumers.settings import Settings
+from ops import metrics
+
+if TYPE_CHECKING:
+    from consumers.app import App
+
+log = structlog.get_logger(__name__)
+
+PRUNE_EVERY_S = 600.0
+PRUNE_BATCH = 10_000
+
+
+def prune_dedup_rows(engine: Engine, retention_days: int) -> int:
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            result = conn.execute(
+                text(
+                    "DELETE FROM dedup_keys WHERE ctid IN (SELECT ctid FROM dedup_keys "
+                    "WHERE processed_at < now() - make_interval(days => :days) LIMIT :batch)"
+                ),
+                {"days": retention_days, "batch": PRUNE_BATCH},
+            )
+        deleted += result.rowcount
+        if result.rowcount < PRUNE_BATCH:
+            return deleted
+
+
+class Housekeeping:
+    def __init__(self, settings: Settings, engine: Engine, app: App) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.app = app
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="housekeeping", daemon=True)
+        metrics.DB_POOL_SIZE.set(settings.db_pool_size)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        next_prune = time.monotonic() + 30
+        while not self._stop.wait(1.0):
+            pool = self.engine.pool
+            checked_out = getattr(pool, "checkedout", None)
+            if checked_out is not None:
+                metrics.DB_POOL_IN_USE.set(checked_out())
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_EVERY_S
+                try:
+                    deleted = prune_dedup_rows(self.engine, self.settings.dedup_retention_days)
+                    if deleted:
+                        log.info("dedup_rows_pruned", deleted=deleted)
+                except Exception as exc:
+                    log.warning("dedup_prune_failed", error=str(exc))

@@ -1,0 +1,69 @@
+"""Structured JSON logs (structlog), with secrets and listed fields redacted.
+
+Each line about an event carries event_id, event_type, topic, partition, offset and attempt
+(bound in consumers/processing.py). Passwords in URLs are masked wherever they appear in a
+value, and any field named in LOG_REDACT_FIELDS is replaced, at any depth.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)[^@\s]+@")
+REDACTED = "***"
+
+
+def mask_secrets(text: str) -> str:
+    return _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+
+
+def _redact(value: Any, fields: frozenset[str], depth: int = 0) -> Any:
+    if depth > 8:
+        return value
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if str(k).lower() in fields else _redact(v, fields, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(v, fields, depth + 1) for v in value]
+    return value
+
+
+def redactor(fields: Iterable[str]) -> Any:
+    names = frozenset(f.lower() for f in fields) | {"password", "sasl.password"}
+
+    def processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        return _redact(dict(event_dict), names)
+
+    return processor
+
+
+def configure(level: str = "INFO", fmt: str = "json", redact: Iterable[str] = ()) -> None:
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(message)s", force=True)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redactor(redact),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,207 @@
+"""Headers carried by retry-tier and DLQ records: bounded when written, validated when read.
+
+Every hop *replaces* the `qchem-*` headers instead of appending to them (so records never
+grow hop after hop), keeps the source's own headers (bounded in number and size), and caps
+the error message and stack trace. A retry record whose headers are missing, of the wrong
+type, out of range or pointing somewhere impossible is not trusted: `parse_retry_headers`
+raises `BadRetryHeaders` and the record goes to the DLQ with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+PREFIX = "qchem-"
+ORIGIN_TOPIC = "qchem-origin-topic"
+ORIGIN_PARTITION = "qchem-origin-partition"
+ORIGIN_OFFSET = "qchem-origin-offset"
+ORIGIN_TIMESTAMP = "qchem-origin-timestamp-ms"
+GROUP = "qchem-consumer-group"
+ATTEMPT = "qchem-attempt"
+FIRST_FAILURE = "qchem-first-failure-ms"
+DUE = "qchem-due-ms"
+ERROR_CLASS = "qchem-error-class"
+ERROR_MESSAGE = "qchem-error-message"
+ERROR_STACK = "qchem-error-stack"
+FAILURE_KIND = "qchem-failure-kind"
+DLQ_REASON = "qchem-dlq-reason"
+REPLAY_COUNT = "qchem-replay-count"
+REPLAY_ID = "qchem-replay-id"
+
+MAX_MESSAGE_BYTES = 1_000
+MAX_STACK_BYTES = 4_000
+MAX_FOREIGN_HEADERS = 32
+MAX_FOREIGN_HEADER_BYTES = 4_096
+MAX_ATTEMPT = 100
+MAX_TOPIC_LENGTH = 249
+# A due time further ahead than this is corrupt or hostile: the longest tier is seconds.
+MAX_DUE_AHEAD_MS = 10 * 60 * 1000
+
+Headers = list[tuple[str, bytes]]
+
+
+class BadRetryHeaders(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an event first arrived: its identity (the dedup key) through retries and replays."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryInfo:
+    origin: Origin
+    group: str
+    attempt: int  # the attempt this delivery is (2 = first retry)
+    first_failure_ms: int
+    due_ms: int
+    replay_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    error_class: str
+    message: str
+    stack: str
+    kind: str
+
+
+def truncate(text: str, limit: int) -> bytes:
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data
+    return data[: limit - 3].decode("utf-8", "ignore").encode() + b"..."
+
+
+def foreign_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Headers:
+    """The source's own headers (not ours), bounded in number and size."""
+    kept: Headers = []
+    for name, value in headers or ():
+        if name.startswith(PREFIX) or len(kept) >= MAX_FOREIGN_HEADERS:
+            continue
+        data = value or b""
+        if len(name) + len(data) <= MAX_FOREIGN_HEADER_BYTES:
+            kept.append((name, data))
+    return kept
+
+
+def build(
+    *,
+    source_headers: Sequence[tuple[str, bytes | None]] | None,
+    origin: Origin,
+    group: str,
+    attempt: int,
+    first_failure_ms: int,
+    due_ms: int | None,
+    failure: Failure,
+    replay_count: int = 0,
+    dlq_reason: str | None = None,
+) -> Headers:
+    headers = foreign_headers(source_headers)
+    headers += [
+        (ORIGIN_TOPIC, origin.topic.encode()),
+        (ORIGIN_PARTITION, str(origin.partition).encode()),
+        (ORIGIN_OFFSET, str(origin.offset).encode()),
+        (ORIGIN_TIMESTAMP, str(origin.timestamp_ms).encode()),
+        (GROUP, group.encode()),
+        (ATTEMPT, str(attempt).encode()),
+        (FIRST_FAILURE, str(first_failure_ms).encode()),
+        (ERROR_CLASS, truncate(failure.error_class, 200)),
+        (ERROR_MESSAGE, truncate(failure.message, MAX_MESSAGE_BYTES)),
+        (ERROR_STACK, truncate(failure.stack, MAX_STACK_BYTES)),
+        (FAILURE_KIND, failure.kind.encode()),
+        (REPLAY_COUNT, str(replay_count).encode()),
+    ]
+    if due_ms is not None:
+        headers.append((DUE, str(due_ms).encode()))
+    if dlq_reason is not None:
+        headers.append((DLQ_REASON, dlq_reason.encode()))
+    return headers
+
+
+def as_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
+    """Last value wins, as a reader of a hand-edited record would expect."""
+    return {name: value or b"" for name, value in headers or ()}
+
+
+def _int(values: dict[str, bytes], name: str, low: int, high: int) -> int:
+    raw = values.get(name)
+    if raw is None:
+        raise BadRetryHeaders(f"{name} missing")
+    if len(raw) > 20:
+        raise BadRetryHeaders(f"{name} too long")
+    try:
+        number = int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRetryHeaders(f"{name} is not an integer: {raw[:40]!r}") from None
+    if not low <= number <= high:
+        raise BadRetryHeaders(f"{name}={number} outside [{low}, {high}]")
+    return number
+
+
+def _text(values: dict[str, bytes], name: str, limit: int) -> str:
+    raw = values.get(name)
+    if raw is None:
+        raise BadRetryHeaders(f"{name} missing")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRetryHeaders(f"{name} is not UTF-8") from None
+    if not text or len(text) > limit:
+        raise BadRetryHeaders(f"{name} empty or longer than {limit}")
+    return text
+
+
+def parse_origin(headers: Sequence[tuple[str, bytes | None]] | None) -> Origin | None:
+    """The origin identity if the headers carry a valid one (a retried or replayed record)."""
+    values = as_dict(headers)
+    if ORIGIN_TOPIC not in values:
+        return None
+    try:
+        return Origin(
+            topic=_text(values, ORIGIN_TOPIC, MAX_TOPIC_LENGTH),
+            partition=_int(values, ORIGIN_PARTITION, 0, 1_000_000),
+            offset=_int(values, ORIGIN_OFFSET, 0, 2**63 - 1),
+            timestamp_ms=_int(values, ORIGIN_TIMESTAMP, -1, 2**63 - 1),
+        )
+    except BadRetryHeaders:
+        return None
+
+
+def parse_retry_headers(
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    *,
+    expected_origin_topic: str,
+    expected_group: str,
+    max_attempt: int,
+    now_ms: int,
+) -> RetryInfo:
+    """Validate the headers of a record read from a retry tier (see module docstring)."""
+    values = as_dict(headers)
+    origin_topic = _text(values, ORIGIN_TOPIC, MAX_TOPIC_LENGTH)
+    if origin_topic != expected_origin_topic:
+        raise BadRetryHeaders(f"origin topic {origin_topic!r} is not {expected_origin_topic!r}")
+    group = _text(values, GROUP, 255)
+    if group != expected_group:
+        raise BadRetryHeaders(f"consumer group {group!r} is not {expected_group!r}")
+    due_ms = _int(values, DUE, 0, now_ms + MAX_DUE_AHEAD_MS)
+    return RetryInfo(
+        origin=Origin(
+            topic=origin_topic,
+            partition=_int(values, ORIGIN_PARTITION, 0, 1_000_000),
+            offset=_int(values, ORIGIN_OFFSET, 0, 2**63 - 1),
+            timestamp_ms=_int(values, ORIGIN_TIMESTAMP, -1, 2**63 - 1),
+        ),
+        group=group,
+        attempt=_int(values, ATTEMPT, 2, min(max_attempt, MAX_ATTEMPT)),
+        first_failure_ms=_int(values, FIRST_FAILURE, 0, now_ms + MAX_DUE_AHEAD_MS),
+        due_ms=due_ms,
+        replay_count=_int(values, REPLAY_COUNT, 0, 1_000_000) if REPLAY_COUNT in values else 0,
+    )

@@ -1,0 +1,275 @@
+"""Kafka record value <-> `Event`, in JSON (what people type into kcat) or schemaless Avro.
+
+`decode` is the single gate between untrusted bytes and the handlers: it either returns a fully
+validated `Event` or raises `InvalidEvent` with a stable reason code - never any other exception,
+whatever the bytes - so the consumer can route every bad record to the DLQ without a
+catch-all that would also swallow its own bugs.
+
+The wire format is chosen by the `content-type` header (JSON when absent). Both formats are
+checked against the same `.avsc` schema by the same compiled checker (`schemas.validation`),
+so a record valid in one format is valid in the other, and both decode to equal events.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC
+from importlib.resources import files
+from types import MappingProxyType
+from typing import Any, Final
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+
+from schemas.events import PAYLOAD_TYPES, Event
+from schemas.validation import (
+    MAX_JSON_DEPTH,
+    InvalidEvent,
+    compile_checker,
+    datetime_to_millis,
+    json_depth_exceeds,
+    json_type,
+    short_repr,
+    to_event,
+)
+
+__all__ = [
+    "AVRO",
+    "CONTENT_TYPE_HEADER",
+    "DEFAULT_MAX_BYTES",
+    "JSON",
+    "SCHEMAS",
+    "InvalidEvent",
+    "content_type_of",
+    "decode",
+    "encode_avro",
+    "encode_json",
+    "headers_for",
+]
+
+CONTENT_TYPE_HEADER: Final = "content-type"
+JSON: Final = "application/json"
+AVRO: Final = "application/avro"
+# Other names producers use for the same schemaless Avro body; all are accepted on read.
+_AVRO_ALIASES: Final = frozenset({AVRO, "avro/binary", "application/vnd.qchem+avro"})
+DEFAULT_MAX_BYTES: Final = 1_048_576
+
+Headers = Sequence[tuple[str, bytes | None]]
+
+# --- Schemas: read and compiled once, at import ------------------------------------------------
+
+
+def _load(name: str) -> dict[str, Any]:
+    # importlib.resources, not __file__: works from a wheel or zip as well as a checkout.
+    text = (files("schemas") / "avro" / f"{name}.avsc").read_text(encoding="utf-8")
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def _without_logical_types(schema: Any) -> Any:
+    """`schema` with every logicalType removed (the bytes on the wire are the same).
+
+    fastavro reads and writes with this plain form so that it hands back the raw string and
+    long; the shared checker then converts them exactly as it does for JSON. Otherwise a
+    malformed UUID would surface as a fastavro ValueError indistinguishable from bad bytes.
+    """
+    if isinstance(schema, dict):
+        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+    if isinstance(schema, list):
+        return [_without_logical_types(s) for s in schema]
+    return schema
+
+
+_SOURCE: Final = {name: _load(name) for name in PAYLOAD_TYPES}
+SCHEMAS: Final = MappingProxyType(
+    {name: parse_schema(copy.deepcopy(schema)) for name, schema in _SOURCE.items()}
+)
+"""The parsed schema of each event type, logical types included (e.g. to register them)."""
+_WIRE_SCHEMAS: Final = {
+    name: parse_schema(_without_logical_types(schema)) for name, schema in _SOURCE.items()
+}
+_CHECKERS: Final = {name: compile_checker(schema) for name, schema in SCHEMAS.items()}
+_PAYLOAD_FIELDS: Final = {
+    name: tuple(f.name for f in fields(cls)) for name, cls in PAYLOAD_TYPES.items()
+}
+
+# What fastavro raises on truncated or garbage input (found by fuzzing, see the unit tests).
+# Deliberately not `Exception`: a TypeError or AttributeError would be a bug in this module or
+# in fastavro, and must surface rather than be filed in the DLQ as the producer's fault.
+_AVRO_READ_ERRORS: Final = (
+    EOFError,  # a length or count running past the end
+    IndexError,  # a varint cut off mid-way
+    StopIteration,  # older fastavro: EOF at the start of a varint
+    UnicodeDecodeError,  # a string that is not UTF-8
+    ValueError,
+    OverflowError,
+    MemoryError,  # defensive: lengths are bounded by the input size, see test_codec
+    struct.error,
+    SchemaResolutionError,
+)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: json.loads(text, **kwargs) would construct a decoder per call.
+_JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+# --- Decoding ------------------------------------------------------------------------------
+
+
+def content_type_of(headers: Headers | None) -> str:
+    """`JSON` or `AVRO` from the record headers; JSON when there is no content-type header.
+
+    Header names are matched case-insensitively and the last one wins (Kafka allows repeats);
+    a null or empty value counts as absent; parameters such as `; charset=utf-8` are ignored.
+    """
+    raw: bytes | str | None = None
+    for name, value in headers or ():
+        if name.lower() == CONTENT_TYPE_HEADER:
+            raw = value
+    if not raw:
+        return JSON
+    try:
+        text = raw.decode("ascii") if isinstance(raw, bytes | bytearray) else str(raw)
+    except UnicodeDecodeError:
+        raise InvalidEvent("unknown_content_type", "content-type header is not ASCII") from None
+    media_type = text.split(";", 1)[0].strip().lower()
+    if media_type == JSON:
+        return JSON
+    if media_type in _AVRO_ALIASES:
+        return AVRO
+    raise InvalidEvent(
+        "unknown_content_type",
+        f"content-type {short_repr(text)}; expected {JSON} or one of {sorted(_AVRO_ALIASES)}",
+    )
+
+
+def decode(
+    value: bytes | None,
+    headers: Headers | None,
+    expected_type: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Event:
+    """The validated `Event` in a Kafka record value read from `expected_type`'s topic.
+
+    Raises `InvalidEvent` for anything that is not a valid event of that type, and ValueError
+    only for an `expected_type` that is not an event type at all (a caller bug, not bad data).
+    """
+    check = _CHECKERS.get(expected_type)
+    if check is None:
+        raise ValueError(f"expected_type {expected_type!r} is not one of {list(PAYLOAD_TYPES)}")
+    if not value:
+        raise InvalidEvent("empty", "the record has no value (a tombstone?)")
+    # Before any parsing: the size limit is what bounds the work every later step can do.
+    if len(value) > max_bytes:
+        raise InvalidEvent("oversized", f"{len(value)} bytes exceeds the {max_bytes}-byte limit")
+    if content_type_of(headers) == AVRO:
+        datum = _read_avro(value, expected_type)
+    else:
+        datum = _read_json(value)
+    return to_event(datum, expected_type, check)
+
+
+def _read_json(value: bytes) -> dict[str, Any]:
+    try:
+        # Decoded here, strictly: json.loads(bytes) would also accept UTF-16 and UTF-32.
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("bad_utf8", f"invalid UTF-8 at byte {exc.start}: {exc.reason}") from None
+    try:
+        obj = _JSON_DECODER.decode(text)
+    except RecursionError:
+        # The C parser gives up near the interpreter's recursion limit (~1000 levels).
+        raise InvalidEvent("bad_json", "nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers over 4300 digits
+        raise InvalidEvent("bad_json", str(exc)) from None
+    if type(obj) is not dict:
+        raise InvalidEvent(
+            "not_an_object", f"expected a JSON object at the top level, got {json_type(obj)}"
+        )
+    # Counting brackets is a C-speed pass that clears every realistic event; only a document
+    # with more than MAX_JSON_DEPTH brackets (in strings or not) pays for the walk.
+    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and json_depth_exceeds(obj):
+        raise InvalidEvent("bad_json", f"nested more than {MAX_JSON_DEPTH} levels deep")
+    return obj
+
+
+def _read_avro(value: bytes, expected_type: str) -> dict[str, Any]:
+    stream = io.BytesIO(value)
+    try:
+        datum = schemaless_reader(stream, _WIRE_SCHEMAS[expected_type], None)
+    except _AVRO_READ_ERRORS as exc:
+        hint = ""
+        if value[:1] == b"\x00":
+            hint = " (starts with 0x00: Schema Registry framing? expected the bare Avro body)"
+        raise InvalidEvent(
+            "bad_avro",
+            f"not a schemaless Avro {expected_type} body: {type(exc).__name__}: {exc}{hint}",
+        ) from exc
+    # fastavro stops once the record is read; leftovers mean a different schema wrote it.
+    if stream.tell() != len(value):
+        raise InvalidEvent(
+            "bad_avro", f"{len(value) - stream.tell()} bytes left over after the {expected_type}"
+        )
+    return datum  # type: ignore[return-value]
+
+
+# --- Encoding ------------------------------------------------------------------------------
+
+
+def _datum(event: Event) -> dict[str, Any]:
+    """The event as an Avro-shaped dict, occurred_at still a datetime."""
+    names = _PAYLOAD_FIELDS.get(event.event_type)
+    if names is None or type(event.payload) is not PAYLOAD_TYPES[event.event_type]:
+        raise TypeError(
+            f"a {event.event_type!r} event needs a "
+            f"{getattr(PAYLOAD_TYPES.get(event.event_type), '__name__', '?')} payload, "
+            f"got {type(event.payload).__name__}"
+        )
+    payload = {name: getattr(event.payload, name) for name in names}
+    if "parameters" in payload:
+        payload["parameters"] = dict(payload["parameters"])
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "occurred_at": event.occurred_at,
+        "producer": event.producer,
+        "schema_version": event.schema_version,
+        "key": event.key,
+        "payload": payload,
+    }
+
+
+def encode_json(event: Event) -> bytes:
+    """The event as one compact line of UTF-8 JSON, occurred_at as ISO-8601 with millis and Z."""
+    datum = _datum(event)
+    if event.occurred_at.utcoffset() is None:  # astimezone() would read it as local time
+        raise ValueError(f"naive occurred_at {event.occurred_at!r}: must be timezone-aware")
+    moment = event.occurred_at.astimezone(UTC).replace(tzinfo=None)
+    datum["occurred_at"] = moment.isoformat(timespec="milliseconds") + "Z"
+    return _JSON_ENCODER.encode(datum).encode("utf-8")
+
+
+def encode_avro(event: Event) -> bytes:
+    """The event as a schemaless Avro body (no Schema Registry framing) of its type's schema."""
+    datum = _datum(event)
+    datum["occurred_at"] = datetime_to_millis(event.occurred_at)
+    stream = io.BytesIO()
+    schemaless_writer(stream, _WIRE_SCHEMAS[event.event_type], datum)
+    return stream.getvalue()
+
+
+def headers_for(content_type: str) -> list[tuple[str, bytes]]:
+    """Record headers announcing `content_type` (JSON, AVRO or an Avro alias)."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != JSON and media_type not in _AVRO_ALIASES:
+        raise ValueError(f"unknown content type {content_type!r}; use {JSON!r} or {AVRO!r}")
+    return [(CONTENT_TYPE_HEADER, content_type.encode("ascii"))]

@@ -1,0 +1,42 @@
+"""Integration fixtures: real dev servers (ops/devservers.py) for the handlers' dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from consumers.settings import Settings
+from ops.devservers import ChemicalApiServer, SmtpSink
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A real SMTP server on a free port, stopped after the test."""
+    sink = SmtpSink(port=0)
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture
+def chemical_api() -> Iterator[ChemicalApiServer]:
+    """A real chemical API on a free port, stopped after the test."""
+    api = ChemicalApiServer(port=0)
+    api.start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def handler_settings(
+    settings: Settings, smtp_sink: SmtpSink, chemical_api: ChemicalApiServer
+) -> Settings:
+    """`settings` pointing the handlers at this test's SMTP sink and chemical API."""
+    return settings.model_copy(
+        update={
+            "smtp_host": smtp_sink.host,
+            "smtp_port": smtp_sink.port,
+            "chemical_api_url": chemical_api.url,
+        }
+    )

@@ -1,0 +1,92 @@
+"""The commit watermark never passes an unfinished offset (offsets.py rules 2-4)."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from consumers.offsets import OffsetBook, PartitionOffsets
+
+TP = ("orders", 0)
+
+
+def test_watermark_waits_for_the_lowest_unfinished_offset() -> None:
+    p = PartitionOffsets()
+    for offset in (10, 11, 12, 13):
+        p.track(offset)
+    p.mark_done(12)
+    p.mark_done(13)
+    assert p.watermark() == 10  # 10 and 11 still running
+    p.mark_done(10)
+    assert p.watermark() == 11
+    p.mark_done(11)
+    assert p.watermark() == 14  # all done: the next offset to read
+
+
+def test_nothing_tracked_means_nothing_to_commit() -> None:
+    book = OffsetBook()
+    book.assign([TP])
+    assert book.to_commit() == {}
+
+
+def test_to_commit_reports_only_moved_watermarks() -> None:
+    book = OffsetBook()
+    book.assign([TP])
+    book.track(TP, 5)
+    book.mark_done(TP, 5)
+    assert book.to_commit() == {TP: 6}
+    book.committed({TP: 6})
+    assert book.to_commit() == {}
+
+
+def test_completion_for_a_revoked_partition_is_ignored() -> None:
+    book = OffsetBook()
+    book.assign([TP])
+    book.track(TP, 1)
+    book.revoke([TP])
+    assert book.mark_done(TP, 1) is False
+    assert book.to_commit() == {}
+
+
+def test_late_completion_of_an_old_copy_after_reassignment_is_harmless() -> None:
+    book = OffsetBook()
+    book.assign([TP])
+    book.track(TP, 7)
+    book.revoke([TP])
+    book.assign([TP])
+    book.track(TP, 7)  # redelivered to us
+    book.mark_done(TP, 7)  # either copy finishing means offset 7 has a durable outcome
+    book.mark_done(TP, 7)  # the other copy finishing later changes nothing
+    assert book.to_commit() == {TP: 8}
+
+
+def test_wait_idle_returns_when_the_partition_drains() -> None:
+    book = OffsetBook()
+    book.assign([TP])
+    book.track(TP, 1)
+    threading.Timer(0.05, book.mark_done, args=(TP, 1)).start()
+    assert book.wait_idle([TP], timeout=2) is True
+    book.track(TP, 2)
+    assert book.wait_idle([TP], timeout=0.05) is False
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=200), min_size=1, max_size=200, unique=True),
+    st.randoms(),
+)
+def test_watermark_is_always_the_lowest_unfinished(offsets: list[int], rnd: random.Random) -> None:
+    offsets.sort()
+    p = PartitionOffsets()
+    for offset in offsets:
+        p.track(offset)
+    unfinished = set(offsets)
+    order = offsets[:]
+    rnd.shuffle(order)
+    for offset in order:
+        p.mark_done(offset)
+        unfinished.discard(offset)
+        expected = min(unfinished) if unfinished else offsets[-1] + 1
+        assert p.watermark() == expected
