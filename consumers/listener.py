@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any, cast
 
 import structlog
@@ -83,7 +84,8 @@ class Listener:
         self.revoke_wait_s = revoke_wait_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.retry_topics = {spec.name for spec in names.retry_tiers}
-        self.waiting_until: dict[TopicPartitionKey, int] = {}  # retry partitions not yet due
+        # Retry records fetched before their due time, per partition, in offset order.
+        self.not_due: dict[TopicPartitionKey, deque[Work]] = {}
         self.stopping = threading.Event()
         self.log = log.bind(event_type=self.event_type, group=names.group)
         self._last_commit = time.monotonic()
@@ -128,8 +130,6 @@ class Listener:
             cast(int, message.offset()),
         )
         tp = (topic, partition)
-        if tp in self.waiting_until:
-            return  # fetched before we seeked back to a record that is not due yet
         headers = _headers(message)
         work = Work(
             topic=topic,
@@ -141,8 +141,7 @@ class Listener:
             origin=rh.Origin(topic, partition, offset, message.timestamp()[1]),
         )
         if topic in self.retry_topics:
-            if not self._read_retry_headers(work, headers, message):
-                return  # not due: the partition is paused and rewound
+            self._read_retry_headers(work, headers)
         else:
             self._read_replay_headers(work, headers)
         try:
@@ -151,9 +150,30 @@ class Listener:
             )
         except InvalidEvent as exc:
             work.rejected = exc
+        waiting = self.not_due.get(tp)
+        if waiting is not None or (work.due_ms is not None and work.due_ms > now_ms()):
+            # Not due yet: keep it (and everything after it on this partition, to keep the
+            # order) until its due time, and stop fetching the partition meanwhile. These
+            # records are not tracked, so no commit can pass them; a rebalance just drops
+            # them and the next owner reads them again.
+            if waiting is None:
+                waiting = self.not_due[tp] = deque()
+                self.pauses.add([tp], "due")
+            waiting.append(work)
+            return
         self.pipeline.accept(work)
 
-    def _read_retry_headers(self, work: Work, headers: Any, message: Message) -> bool:
+    def _release_due(self) -> None:
+        """Hand over the waiting retry records whose due time has come; resume when empty."""
+        now = now_ms()
+        for tp, waiting in list(self.not_due.items()):
+            while waiting and (waiting[0].due_ms or 0) <= now:
+                self.pipeline.accept(waiting.popleft())
+            if not waiting:
+                del self.not_due[tp]
+                self.pauses.remove([tp], "due")
+
+    def _read_retry_headers(self, work: Work, headers: Any) -> None:
         try:
             info = rh.parse_retry_headers(
                 headers,
@@ -164,19 +184,12 @@ class Listener:
             )
         except rh.BadRetryHeaders as exc:
             work.rejected = exc  # to the DLQ with the reason; its own position is its origin
-            return True
-        if info.due_ms > now_ms():
-            tp = (work.topic, work.partition)
-            self.waiting_until[tp] = info.due_ms
-            self.pauses.add([tp], "due")
-            self.consumer.seek(TopicPartition(work.topic, work.partition, work.offset))
-            return False
+            return
         work.origin = info.origin
         work.attempt = info.attempt
         work.first_failure_ms = info.first_failure_ms
         work.replay_count = info.replay_count
         work.due_ms = info.due_ms
-        return True
 
     def _read_replay_headers(self, work: Work, headers: Any) -> None:
         """A record replayed from the DLQ keeps its origin identity (and so its dedup key)."""
@@ -203,16 +216,12 @@ class Listener:
             self.pauses.add(owned, "breaker")
         else:
             self.pauses.remove(owned, "breaker")
-        now = now_ms()
-        for tp, due in list(self.waiting_until.items()):
-            if due <= now:
-                del self.waiting_until[tp]
-                self.pauses.remove([tp], "due")
+        self._release_due()
 
     def _poll_timeout(self) -> float:
-        if not self.waiting_until:
+        if not self.not_due:
             return 0.1
-        until_due = (min(self.waiting_until.values()) - now_ms()) / 1000
+        until_due = (min(w[0].due_ms or 0 for w in self.not_due.values()) - now_ms()) / 1000
         return max(0.0, min(0.1, until_due))
 
     def _commit(self, *, force: bool, only: list[TopicPartitionKey] | None = None) -> None:
@@ -277,7 +286,7 @@ class Listener:
         self.book.revoke(tps)
         self.pauses.forget(tps)
         for tp in tps:
-            self.waiting_until.pop(tp, None)
+            self.not_due.pop(tp, None)
 
     def _shutdown(self) -> None:
         """Stop fetching, finish in-flight work within the deadline, commit, close."""
