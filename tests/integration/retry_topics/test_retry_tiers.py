@@ -189,7 +189,8 @@ def test_hostile_retry_headers_never_crash_or_stall(
     main = f"{settings.topic_prefix}.report"
     tier = f"{main}.retry-1s"
     events = sample_events("Report", len(header_sets) + 5)
-    hostile = [(e.key.encode(), encode_json(e), h) for e, h in zip(events, header_sets, strict=False)]
+    pairs = zip(events, header_sets, strict=False)
+    hostile = [(e.key.encode(), encode_json(e), h) for e, h in pairs]
     hostile.append((b"huge", encode_json(events[-5]), [(rh.ERROR_STACK, b"x" * 500_000)]))
     with running_app(settings):
         produce_raw(settings.kafka_bootstrap_servers, tier, hostile)
