@@ -30,6 +30,7 @@ from consumers.timers import Timers
 from ops import metrics
 from ops.housekeeping import Housekeeping
 from ops.http import HealthServer
+from retry_topics.dlq_monitor import DlqMonitor
 from retry_topics.naming import TopicNames
 from retry_topics.policy import RetryPolicy
 from retry_topics.router import DeliveryProducer
@@ -62,6 +63,7 @@ class App:
         self.timers = Timers()
         self.health: HealthServer | None = None
         self.housekeeping: Housekeeping | None = None
+        self.dlq_monitor: DlqMonitor | None = None
         self.failed = threading.Event()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -75,6 +77,8 @@ class App:
             self._start_listener(event_type)
         self.housekeeping = Housekeeping(s, self.engine, self)
         self.housekeeping.start()
+        self.dlq_monitor = DlqMonitor(s, self.producer, self.breakers)
+        self.dlq_monitor.start()
         if s.metrics_port or s.metrics_port == 0:
             self.health = HealthServer(s.metrics_host, s.metrics_port, self)
             self.health.start()
@@ -144,6 +148,8 @@ class App:
             self.failed.set()
 
     def stop(self) -> None:
+        if self.dlq_monitor is not None:
+            self.dlq_monitor.stop()
         for listener in self.listeners:
             listener.stop()
         for thread in self._threads:

@@ -47,18 +47,6 @@ def consumer_config(common: dict[str, Any], group: str) -> dict[str, Any]:
     }
 
 
-def _headers(message: Message) -> list[tuple[str, bytes]] | None:
-    """A consumed record's headers as (name, bytes) pairs (a null value becomes b"")."""
-    raw = message.headers()
-    if not raw:
-        return None
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [
-        (name, value.encode() if isinstance(value, str) else (value or b""))
-        for name, value in pairs
-    ]
-
-
 class Listener:
     def __init__(
         self,
@@ -130,7 +118,7 @@ class Listener:
             cast(int, message.offset()),
         )
         tp = (topic, partition)
-        headers = _headers(message)
+        headers = rh.message_headers(message)
         work = Work(
             topic=topic,
             partition=partition,
@@ -211,6 +199,10 @@ class Listener:
             self.pauses.add(owned, "backpressure")
         elif in_flight <= self.max_in_flight // 2:
             self.pauses.remove(owned, "backpressure")
+        if self.pipeline.database_down_since is not None:
+            self.pauses.add(owned, "database")
+        else:
+            self.pauses.remove(owned, "database")
         guard = self.pipeline.guard
         if guard is not None and guard.is_open():
             self.pauses.add(owned, "breaker")

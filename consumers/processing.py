@@ -124,6 +124,9 @@ class Pipeline:
         self.payload_log_bytes = payload_log_bytes
         self.rng = rng or random.Random()
         self.log = log.bind(event_type=event_type, group=self.group)
+        # Monotonic time of the last "database unavailable" failure, None once a write
+        # succeeded again: the listener stops fetching meanwhile (nothing could be recorded).
+        self.database_down_since: float | None = None
 
     # -- poll thread ------------------------------------------------------------------------
 
@@ -176,6 +179,7 @@ class Pipeline:
         if isinstance(result, BaseException):
             self.fail(work, result)
             return
+        self.database_down_since = None
         outcome = "success" if result is WriteResult.APPLIED else "duplicate"
         if result is WriteResult.APPLIED:
             metrics.SUCCESS_ATTEMPT.labels(self.event_type, str(min(work.attempt, 4))).inc()
@@ -205,6 +209,8 @@ class Pipeline:
                 **work.log_fields(),
             )
         work.held += 1
+        if kind is FailureKind.DATABASE_DOWN and self.database_down_since is None:
+            self.database_down_since = time.monotonic()
         metrics.HELD.labels(self.event_type, kind.value).inc()
         self.timers.call_later(
             delay_s, partial(self.dispatcher.resubmit, work.lane, partial(self.run, work))

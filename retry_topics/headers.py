@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 PREFIX = "qchem-"
 ORIGIN_TOPIC = "qchem-origin-topic"
@@ -126,6 +127,18 @@ def build(
     return headers
 
 
+def message_headers(message: Any) -> Headers | None:
+    """A consumed record's headers as (name, bytes) pairs (a null value becomes b"")."""
+    raw = message.headers()
+    if not raw:
+        return None
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [
+        (name, value.encode() if isinstance(value, str) else (value or b""))
+        for name, value in pairs
+    ]
+
+
 def as_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, bytes]:
     """Last value wins, as a reader of a hand-edited record would expect."""
     return {name: value or b"" for name, value in headers or ()}
@@ -205,3 +218,26 @@ def parse_retry_headers(
         due_ms=due_ms,
         replay_count=_int(values, REPLAY_COUNT, 0, 1_000_000) if REPLAY_COUNT in values else 0,
     )
+
+
+def redrive_headers(
+    dlq_headers: Sequence[tuple[str, bytes | None]] | None, *, replay_id: str
+) -> Headers:
+    """Headers for sending a DLQ record back to its main topic (replay or auto-redrive).
+
+    Keeps the source's own headers and the origin identity, so the dedup key is unchanged
+    and an event whose effect was in fact applied is not applied again; bumps the replay
+    count so a record that fails again returns to the DLQ saying how often it was replayed.
+    """
+    headers = foreign_headers(dlq_headers)
+    values = as_dict(dlq_headers)
+    if parse_origin(dlq_headers) is not None:
+        for name in (ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, ORIGIN_TIMESTAMP):
+            headers.append((name, values[name]))
+    try:
+        previous = min(int(values.get(REPLAY_COUNT, b"0") or b"0"), 1_000_000)
+    except ValueError:
+        previous = 0
+    headers.append((REPLAY_COUNT, str(previous + 1).encode()))
+    headers.append((REPLAY_ID, replay_id.encode()))
+    return headers
