@@ -28,20 +28,15 @@ from consumers.processing import Pipeline
 from consumers.settings import Settings
 from consumers.timers import Timers
 from ops import metrics
-from ops.housekeeping import Housekeeping
+from ops.housekeeping import Housekeeping, topic_names
 from ops.http import HealthServer
 from retry_topics.dlq_monitor import DlqMonitor
-from retry_topics.naming import TopicNames
 from retry_topics.policy import RetryPolicy
 from retry_topics.router import DeliveryProducer
 from storage.db import make_engine, migrate
 from storage.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
-
-
-def topic_names(settings: Settings, event_type: str) -> TopicNames:
-    return TopicNames(settings.topic_prefix, event_type, settings.retries_for(event_type))
 
 
 class App:
@@ -120,6 +115,7 @@ class App:
             timers=self.timers,
             guard=guard,
             payload_log_bytes=s.log_payload_max_bytes,
+            redact_fields=s.log_redact_fields,
         )
         listener = Listener(
             names=names,

@@ -26,6 +26,7 @@ from consumers.handlers.base import Handler
 from consumers.offsets import OffsetBook
 from consumers.timers import Timers
 from ops import metrics
+from ops.logging import redact_payload
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from retry_topics.policy import (
@@ -108,6 +109,7 @@ class Pipeline:
         timers: Timers,
         guard: DependencyGuard | None = None,
         payload_log_bytes: int = 2048,
+        redact_fields: tuple[str, ...] = ("password", "token", "secret"),
         rng: random.Random | None = None,
     ) -> None:
         self.event_type = event_type
@@ -122,6 +124,7 @@ class Pipeline:
         self.timers = timers
         self.guard = guard
         self.payload_log_bytes = payload_log_bytes
+        self.redact_fields = redact_fields
         self.rng = rng or random.Random()
         self.log = log.bind(event_type=event_type, group=self.group)
         # Monotonic time of the last "database unavailable" failure, None once a write
@@ -332,11 +335,7 @@ class Pipeline:
         }
 
     def _bounded_payload(self, work: Work) -> str:
-        raw = work.value or b""
-        text = raw[: self.payload_log_bytes].decode("utf-8", "backslashreplace")
-        if len(raw) > self.payload_log_bytes:
-            text += f"... ({len(raw)} bytes)"
-        return text
+        return redact_payload(work.value or b"", self.redact_fields, self.payload_log_bytes)
 
 
 OnFinished = Callable[[Work, str], None]

@@ -1,4 +1,4 @@
-"""Background chores of a running application: pool gauges and pruning old dedup rows.
+"""Background chores of a running application: pool and DLQ-depth gauges, dedup pruning.
 
 Pruning deletes in small batches (10,000 rows, each its own short transaction) so it never
 holds locks that processing waits on. A dedup row older than DEDUP_RETENTION_DAYS no longer
@@ -12,19 +12,27 @@ import time
 from typing import TYPE_CHECKING
 
 import structlog
+from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
 from ops import metrics
+from retry_topics.naming import TopicNames
 
 if TYPE_CHECKING:
     from consumers.app import App
 
 log = structlog.get_logger(__name__)
 
+
+def topic_names(settings: Settings, event_type: str) -> TopicNames:
+    return TopicNames(settings.topic_prefix, event_type, settings.retries_for(event_type))
+
+
 PRUNE_EVERY_S = 600.0
 PRUNE_BATCH = 10_000
+DLQ_DEPTH_EVERY_S = 5.0
 
 
 def prune_dedup_rows(engine: Engine, retention_days: int) -> int:
@@ -50,6 +58,7 @@ class Housekeeping:
         self.app = app
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="housekeeping", daemon=True)
+        self._watermarks: Consumer | None = None
         metrics.DB_POOL_SIZE.set(settings.db_pool_size)
 
     def start(self) -> None:
@@ -57,11 +66,42 @@ class Housekeeping:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
+        if self._watermarks is not None:
+            self._watermarks.close()
+
+    def _export_dlq_depth(self) -> None:
+        """Records retained in each DLQ (high minus low watermark: purges lower the low)."""
+        if self._watermarks is None:
+            self._watermarks = Consumer(
+                {
+                    **self.settings.kafka_common_config(),
+                    "group.id": f"{self.settings.topic_prefix}-events.housekeeping",
+                }
+            )
+        for event_type in self.settings.event_types:
+            topic = topic_names(self.settings, event_type).dlq
+            metadata = self._watermarks.list_topics(topic, timeout=5)
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                continue
+            depth = 0
+            for partition in metadata.topics[topic].partitions:
+                low, high = self._watermarks.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=5
+                )
+                depth += max(0, high - low)
+            metrics.DLQ_DEPTH.labels(event_type).set(depth)
 
     def _loop(self) -> None:
         next_prune = time.monotonic() + 30
+        next_depth = time.monotonic()
         while not self._stop.wait(1.0):
+            if time.monotonic() >= next_depth:
+                next_depth = time.monotonic() + DLQ_DEPTH_EVERY_S
+                try:
+                    self._export_dlq_depth()
+                except Exception as exc:
+                    log.warning("dlq_depth_failed", error=str(exc))
             pool = self.engine.pool
             checked_out = getattr(pool, "checkedout", None)
             if checked_out is not None:

@@ -7,6 +7,7 @@ value, and any field named in LOG_REDACT_FIELDS is replaced, at any depth.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -67,3 +68,30 @@ def configure(level: str = "INFO", fmt: str = "json", redact: Iterable[str] = ()
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def redact_payload(raw: bytes, fields: Iterable[str], limit: int) -> str:
+    """A record's value for a log line: secrets and listed fields masked, size-bounded.
+
+    JSON is parsed and masked by field name at any depth; anything else (invalid JSON,
+    binary) gets the listed fields masked textually, then is cut at `limit` bytes.
+    """
+    names = frozenset(f.lower() for f in fields) | {"password"}
+    try:
+        if len(raw) <= 1_048_576:
+            text = json.dumps(_redact(json.loads(raw), names), ensure_ascii=False)
+        else:
+            raise ValueError("too large to parse for a log line")
+    except (ValueError, RecursionError):
+        text = raw[: limit * 2].decode("utf-8", "backslashreplace")
+        for name in names:
+            text = re.sub(
+                rf'("?{re.escape(name)}"?\s*[:=]\s*)("[^"]*"?|[^\s,}}]*)',
+                rf"\g<1>{REDACTED}",
+                text,
+                flags=re.IGNORECASE,
+            )
+    text = mask_secrets(text)
+    if len(text) > limit:
+        return text[:limit] + f"... ({len(raw)} bytes)"
+    return text

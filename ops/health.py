@@ -1,0 +1,146 @@
+"""`qchem-events health`: the runbook's "verify system health" step in one command.
+
+Checks, each with a status of ok / down / unknown:
+  kafka        the broker answers metadata requests
+  postgresql   a query answers
+  smtp         a TCP connection to SMTP_HOST:SMTP_PORT gets a 220 greeting
+  chemical_api GET {CHEMICAL_API_URL}/health answers 2xx
+  breakers     each breaker's state, read from the running application's /metrics
+  lag          per consumer group: records between committed offsets and the end
+"""
+
+from __future__ import annotations
+
+import smtplib
+import urllib.request
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+
+from consumers.settings import Settings, redact_url
+from ops.housekeeping import topic_names
+from ops.topics import KafkaUnavailable, admin_client, existing_topics
+from storage.db import make_engine
+
+BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
+
+
+def check_kafka(settings: Settings) -> dict[str, Any]:
+    try:
+        topics = existing_topics(admin_client(settings), settings, timeout=5)
+        return {
+            "status": "ok",
+            "bootstrap": settings.kafka_bootstrap_servers,
+            "topics": len(topics),
+        }
+    except KafkaUnavailable as exc:
+        return {"status": "down", "error": str(exc)}
+
+
+def check_postgresql(settings: Settings) -> dict[str, Any]:
+    engine = make_engine(settings, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"status": "ok", "url": redact_url(settings.sqlalchemy_url)}
+    except Exception as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+        return {"status": "down", "url": redact_url(settings.sqlalchemy_url), "error": reason}
+    finally:
+        engine.dispose()
+
+
+def check_smtp(settings: Settings) -> dict[str, Any]:
+    target = f"{settings.smtp_host}:{settings.smtp_port}"
+    try:
+        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=3) as smtp:
+            code, _ = smtp.noop()
+        return {"status": "ok" if code == 250 else "down", "server": target}
+    except (OSError, smtplib.SMTPException) as exc:
+        return {"status": "down", "server": target, "error": str(exc)[:200]}
+
+
+def check_chemical_api(settings: Settings) -> dict[str, Any]:
+    url = f"{settings.chemical_api_url}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return {"status": "ok" if 200 <= response.status < 300 else "down", "url": url}
+    except OSError as exc:
+        return {"status": "down", "url": url, "error": str(exc)[:200]}
+
+
+def breaker_states(settings: Settings) -> dict[str, Any]:
+    """Read the breakers of the running application from its /metrics endpoint."""
+    url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            body = response.read().decode()
+    except OSError as exc:
+        return {"status": "unknown", "error": f"application not reachable at {url} ({exc})"}
+    states = {}
+    for family in text_string_to_metric_families(body):
+        if family.name == "qchem_dependency_breaker_state":
+            for sample in family.samples:
+                states[sample.labels["dependency"]] = BREAKER_STATES.get(int(sample.value), "?")
+    worst = "down" if "open" in states.values() else "ok"
+    return {"status": worst, "source": url, "breakers": states}
+
+
+def consumer_lag(settings: Settings) -> dict[str, Any]:
+    groups: dict[str, Any] = {}
+    for event_type in settings.event_types:
+        names = topic_names(settings, event_type)
+        consumer = Consumer({**settings.kafka_common_config(), "group.id": names.group})
+        try:
+            lag = 0
+            for topic in names.consumed():
+                metadata = consumer.list_topics(topic, timeout=5)
+                if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                    continue
+                tps = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
+                for tp in consumer.committed(tps, timeout=5):
+                    low, high = consumer.get_watermark_offsets(tp, timeout=5)
+                    position = tp.offset if tp.offset >= 0 else low
+                    lag += max(0, high - position)
+            groups[names.group] = {"event_type": event_type, "lag": lag}
+        finally:
+            consumer.close()
+    return {"status": "ok", "groups": groups}
+
+
+def health(settings: Settings) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "kafka": check_kafka(settings),
+        "postgresql": check_postgresql(settings),
+        "smtp": check_smtp(settings),
+        "chemical_api": check_chemical_api(settings),
+        "breakers": breaker_states(settings),
+    }
+    if report["kafka"]["status"] == "ok":
+        report["lag"] = consumer_lag(settings)
+    report["healthy"] = all(
+        part["status"] in ("ok", "unknown") for part in report.values() if isinstance(part, dict)
+    )
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = []
+    for name in ("kafka", "postgresql", "smtp", "chemical_api", "breakers"):
+        part = report[name]
+        detail = (
+            part.get("error")
+            or part.get("bootstrap")
+            or part.get("url")
+            or part.get("server")
+            or ""
+        )
+        if name == "breakers" and "breakers" in part:
+            detail = ", ".join(f"{k}={v}" for k, v in sorted(part["breakers"].items())) or "none"
+        lines.append(f"{name:<13} {part['status']:<8} {detail}")
+    for group, entry in sorted(report.get("lag", {}).get("groups", {}).items()):
+        lines.append(f"{'lag':<13} {entry['lag']:<8} {group}")
+    lines.append("healthy" if report["healthy"] else "PROBLEM FOUND")
+    return "\n".join(lines)
