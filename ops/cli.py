@@ -160,6 +160,21 @@ def stats(as_json: JsonFlag = False) -> None:
     emit(data, as_json, render(data))
 
 
+@app.command()
+def health(as_json: JsonFlag = False) -> None:
+    """Kafka, PostgreSQL, SMTP, the chemical API, breaker states, consumer lag per group.
+
+    Exit code 1 when something is down. Example: qchem-events health --json
+    """
+    from ops.health import health as check
+    from ops.health import render
+
+    report = check(settings())
+    emit(report, as_json, render(report))
+    if not report["healthy"]:
+        raise typer.Exit(1)
+
+
 @dev_app.command("smtp")
 def dev_smtp(port: Annotated[int, typer.Option(min=1, max=65535)] = 2525) -> None:
     """A local SMTP server that prints each email it receives (Ctrl-C stops it).
