@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from contextlib import suppress
 from typing import Any, cast
 
 import structlog
@@ -184,6 +185,7 @@ class Listener:
         origin = rh.parse_origin(headers)
         if origin is not None and origin.topic == self.names.main:
             work.origin = origin
+            metrics.REPLAYS.labels(self.event_type).inc()
             values = rh.as_dict(headers)
             try:
                 work.replay_count = min(int(values.get(rh.REPLAY_COUNT, b"0")), 1_000_000)
@@ -279,6 +281,9 @@ class Listener:
         self.pauses.forget(tps)
         for tp in tps:
             self.not_due.pop(tp, None)
+            # A partition we no longer own must not keep showing its old lag.
+            with suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.event_type, tp[0], str(tp[1]))
 
     def _shutdown(self) -> None:
         """Stop fetching, finish in-flight work within the deadline, commit, close."""

@@ -130,6 +130,7 @@ class Pipeline:
         # Monotonic time of the last "database unavailable" failure, None once a write
         # succeeded again: the listener stops fetching meanwhile (nothing could be recorded).
         self.database_down_since: float | None = None
+        metrics.initialise(event_type)
 
     # -- poll thread ------------------------------------------------------------------------
 
@@ -315,6 +316,7 @@ class Pipeline:
         metrics.PROCESSED.labels(self.event_type, outcome).inc()
         metrics.PROCESSING_SECONDS.labels(self.event_type).observe(elapsed)
         metrics.IN_FLIGHT.labels(self.event_type).dec()
+        metrics.LAST_PROCESSED.labels(self.event_type).set_to_current_time()
         if outcome in ("success", "duplicate"):
             self.log.debug("event_processed", outcome=outcome, **work.log_fields())
         self.book.mark_done(work.tp, work.offset)

@@ -135,5 +135,6 @@ case "${1:-}" in
   reset) down; rm -rf "$DATA"; log "data wiped" ;;
   status) if port_open "$PORT"; then echo "up 127.0.0.1:$PORT"; else echo "down"; exit 1; fi ;;
   wait) wait_ready ;;
-  *) echo "usage: $0 up|down|kill|reset|status|wait" >&2; exit 2 ;;
+  fetch-jars) fetch_jars ;;
+  *) echo "usage: $0 up|down|kill|reset|status|wait|fetch-jars" >&2; exit 2 ;;
 esac

@@ -66,10 +66,29 @@ REDRIVES = Counter(
     "qchem_dlq_redriven_total", "DLQ records redriven by the DLQ monitor.", ["event_type"]
 )
 REPLAYS = Counter(
-    "qchem_dlq_replayed_total", "DLQ records replayed by an operator.", ["event_type"]
+    "qchem_dlq_replayed_total",
+    "Replayed or redriven DLQ records received back on the main topic.",
+    ["event_type"],
 )
 LAST_PROCESSED = Gauge(
     "qchem_last_processed_timestamp_seconds",
     "Unix time of the last finished event.",
     ["event_type"],
 )
+
+
+OUTCOMES = ("success", "retried", "dlq", "invalid", "duplicate")
+HELD_REASONS = ("database_down", "dependency_down")
+
+
+def initialise(event_type: str) -> None:
+    """Create an event type's label sets at 0, so the first increment is visible to rate()."""
+    for outcome in OUTCOMES:
+        PROCESSED.labels(event_type, outcome)
+    for attempt in ("1", "2", "3", "4"):
+        SUCCESS_ATTEMPT.labels(event_type, attempt)
+    for reason in HELD_REASONS:
+        HELD.labels(event_type, reason)
+    REDRIVES.labels(event_type)
+    REPLAYS.labels(event_type)
+    IN_FLIGHT.labels(event_type)
