@@ -92,3 +92,4 @@ def initialise(event_type: str) -> None:
     REDRIVES.labels(event_type)
     REPLAYS.labels(event_type)
     IN_FLIGHT.labels(event_type)
+    PROCESSING_SECONDS.labels(event_type)

@@ -17,6 +17,7 @@ from ops.devservers import SmtpSink
 from schemas.samples import sample_events
 from tests.support.app import CLI, AppProcess, running_app, settings_env
 from tests.support.kafka import produce_events, produce_raw, wait_for
+from tests.support.promql import exposed_metric_names, queried_metric_names
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +42,11 @@ def test_metrics_health_and_readiness_endpoints(settings: Settings, db_engine: E
         )
         wait_for(
             lambda: (
-                'qchem_events_processed_total{event_type="Report",outcome="success"}'
+                'qchem_events_processed_total{event_type="Report",outcome="success"} 3.0'
                 in get(f"{base}/metrics")[1]
             ),
             timeout=30,
-            message="success counted",
+            message="3 successes counted",
         )
         status, body = get(f"{base}/metrics")
         assert status == 200
@@ -60,6 +61,10 @@ def test_metrics_health_and_readiness_endpoints(settings: Settings, db_engine: E
         status, ready = get(f"{base}/readyz")
         assert status == 200 and json.loads(ready)["ready"] is True
         assert app.health._server.server_address[0] == "127.0.0.1"  # loopback by default
+        # Every metric the dashboard and the alert rules query is exported by this app.
+        exported = exposed_metric_names(get(f"{base}/metrics")[1])
+        missing = queried_metric_names() - exported
+        assert not missing, f"queried by deploy/ but not exported: {sorted(missing)}"
 
 
 def test_health_command_reports_each_dependency(
