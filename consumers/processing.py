@@ -142,6 +142,13 @@ class Pipeline:
     # -- worker threads ---------------------------------------------------------------------
 
     def run(self, work: Work) -> None:
+        if work.held and not self.book.owns(work.tp):
+            # Held through an outage, and its partition moved to another consumer meanwhile:
+            # the new owner processes it (dedup keeps that to one effect). Let it go.
+            self.log.info("held_event_abandoned", **work.log_fields())
+            metrics.IN_FLIGHT.labels(self.event_type).dec()
+            self.dispatcher.release(work.lane)
+            return
         if work.due_ms is not None and work.held == 0:
             lateness = max(0, now_ms() - work.due_ms) / 1000
             metrics.RETRY_LATENESS.labels(self.event_type, work.topic).observe(lateness)
