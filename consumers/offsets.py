@@ -60,10 +60,6 @@ class PartitionOffsets:
         return self.next_offset
 
     @property
-    def owns(self, tp: TopicPartitionKey) -> bool:
-        with self._lock:
-            return tp in self._partitions
-
     def in_flight(self) -> int:
         return len(self.unfinished)
 
@@ -130,6 +126,10 @@ class OffsetBook:
         with self._lock:
             for tp in partitions:
                 self._partitions.pop(tp, None)
+
+    def owns(self, tp: TopicPartitionKey) -> bool:
+        with self._lock:
+            return tp in self._partitions
 
     def owns(self, tp: TopicPartitionKey) -> bool:
         with self._lock:
