@@ -131,10 +131,6 @@ class OffsetBook:
         with self._lock:
             return tp in self._partitions
 
-    def owns(self, tp: TopicPartitionKey) -> bool:
-        with self._lock:
-            return tp in self._partitions
-
     def in_flight(self) -> int:
         with self._lock:
             return sum(p.in_flight for p in self._partitions.values())
