@@ -72,7 +72,7 @@ class App:
             self._start_listener(event_type)
         self.housekeeping = Housekeeping(s, self.engine, self)
         self.housekeeping.start()
-        self.dlq_monitor = DlqMonitor(s, self.producer, self.breakers)
+        self.dlq_monitor = DlqMonitor(s, self.producer, self.breakers, self.engine)
         self.dlq_monitor.start()
         if s.metrics_port or s.metrics_port == 0:
             self.health = HealthServer(s.metrics_host, s.metrics_port, self)

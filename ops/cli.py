@@ -29,6 +29,9 @@ dev_app = typer.Typer(
 )
 app.add_typer(topics_app, name="topics")
 app.add_typer(dev_app, name="dev")
+from ops.cli_dlq import dlq_app  # noqa: E402
+
+app.add_typer(dlq_app, name="dlq")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -222,4 +225,5 @@ def main() -> None:
     except Exception as exc:  # the last line of defence: one line, not a traceback
         from ops.logging import mask_secrets
 
-        _exit(f"{type(exc).__name__}: {mask_secrets(str(exc)).splitlines()[0][:300]}", 1)
+        lines = mask_secrets(str(exc)).splitlines() or [""]
+        _exit(f"{type(exc).__name__}: {lines[0][:300]}".rstrip(": "), 1)

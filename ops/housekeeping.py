@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from consumers.settings import Settings
 from ops import metrics
 from retry_topics.naming import TopicNames
+from storage.dlq_tables import resolved_counts
 
 if TYPE_CHECKING:
     from consumers.app import App
@@ -71,7 +72,8 @@ class Housekeeping:
             self._watermarks.close()
 
     def _export_dlq_depth(self) -> None:
-        """Records retained in each DLQ (high minus low watermark: purges lower the low)."""
+        """Unresolved records in each DLQ: retained (high minus low watermark; a time purge
+        raises the low) minus those replayed, redriven or hidden since (storage/dlq_tables)."""
         if self._watermarks is None:
             self._watermarks = Consumer(
                 {
@@ -85,12 +87,15 @@ class Housekeeping:
             if topic not in metadata.topics or metadata.topics[topic].error is not None:
                 continue
             depth = 0
+            lows: dict[int, int] = {}
             for partition in metadata.topics[topic].partitions:
                 low, high = self._watermarks.get_watermark_offsets(
                     TopicPartition(topic, partition), timeout=5
                 )
+                lows[partition] = low
                 depth += max(0, high - low)
-            metrics.DLQ_DEPTH.labels(event_type).set(depth)
+            resolved = resolved_counts(self.engine, topic, lows) if depth else 0
+            metrics.DLQ_DEPTH.labels(event_type).set(max(0, depth - resolved))
 
     def _loop(self) -> None:
         next_prune = time.monotonic() + 30

@@ -18,6 +18,7 @@ import uuid
 
 import structlog
 from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy.engine import Engine
 
 from consumers.breakers import Breakers
 from consumers.handlers import HANDLER_TYPES
@@ -26,6 +27,7 @@ from ops import metrics
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from retry_topics.router import DeliveryProducer
+from storage.dlq_tables import record_redrive
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +35,15 @@ REDRIVABLE_KINDS = {b"transient", b"dependency_down", b"database_down"}
 
 
 class DlqMonitor:
-    def __init__(self, settings: Settings, producer: DeliveryProducer, breakers: Breakers) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer: DeliveryProducer,
+        breakers: Breakers,
+        engine: Engine | None = None,
+    ) -> None:
         self.settings = settings
+        self.engine = engine
         self.producer = producer
         self.breakers = breakers
         self.types = [t for t in settings.auto_redrive_types if t in settings.event_types]
@@ -99,6 +108,7 @@ class DlqMonitor:
         sent = 0
         failed: list[str] = []
         next_offsets: dict[int, int] = {}
+        positions: list[tuple[str, int, int]] = []
         while todo and not self._stop.is_set():
             for message in consumer.consume(500, timeout=1.0):
                 if message.error():
@@ -116,6 +126,7 @@ class DlqMonitor:
                         on_delivery=lambda err: failed.append(str(err)) if err else None,
                     )
                     sent += 1
+                    positions.append((names.dlq, partition, offset))
                 next_offsets[partition] = offset + 1
                 if offset + 1 >= ends[partition]:
                     todo.discard(partition)
@@ -125,6 +136,13 @@ class DlqMonitor:
             consumer.commit(
                 offsets=[TopicPartition(names.dlq, p, o) for p, o in next_offsets.items()],
                 asynchronous=False,
+            )
+        if positions and self.engine is not None:  # the DLQ depth no longer counts them
+            record_redrive(
+                self.engine,
+                who="dlq-monitor",
+                filter_={"auto_redrive": event_type},
+                positions=positions,
             )
         if sent:
             metrics.REDRIVES.labels(event_type).inc(sent)

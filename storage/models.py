@@ -116,3 +116,5 @@ chemical_lookups = Table(
 
 # Emails have no table of their own: the SMTP server is their effect; the event record and
 # dedup row say that it was sent.
+
+from storage import dlq_tables as _dlq_tables  # noqa: E402,F401

@@ -1,0 +1,478 @@
+"""Reading the dead-letter topics for the runbook: `qchem-events dlq summary|list|show`.
+
+A DLQ is read with a throwaway consumer *assigned* to every partition from the low to the high
+watermark - it never joins (or commits for) the application's consumer groups. Each record's
+`qchem-*` headers (retry_topics/headers.py) are parsed into a `DlqRecord`; `Filters` select
+records by error class, time (the DLQ record's timestamp: when it was dead-lettered),
+partition and event id. Records hidden by a filter purge (`dlq_purged_records`) are left out;
+records already replayed (`dlq_replayed_records`) are flagged. Replay and purge live in
+ops/dlq_replay.py. Pure parts (parsing, filters, JSON, summary) are unit-tested.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumers.settings import EVENT_TYPES, Settings
+from retry_topics import headers as rh
+from retry_topics.naming import TopicNames, kebab
+from schemas.codec import InvalidEvent, decode
+
+READ_STALL_S = 30.0  # no progress for this long while reading a DLQ: give up
+rdkafka_log = logging.getLogger("librdkafka.dlq")
+rdkafka_log.setLevel(logging.CRITICAL)
+
+
+class DlqUsageError(ValueError):
+    """A bad argument (exit 2)."""
+
+
+class DlqProblem(Exception):
+    """Something found wrong while doing the work (exit 1)."""
+
+
+# -- arguments ---------------------------------------------------------------------------------
+
+
+def resolve_type(name: str) -> str:
+    """`Email`, `email` or `chemical-status` -> the event type name; DlqUsageError if unknown."""
+    for event_type in EVENT_TYPES:
+        if name.lower() in (event_type.lower(), kebab(event_type)):
+            return event_type
+    raise DlqUsageError(f"unknown event type {name!r}; choose from {', '.join(EVENT_TYPES)}")
+
+
+def parse_time(text: str, option: str = "--since") -> int:
+    """An ISO 8601 date or date-time (UTC when no offset is given) -> epoch milliseconds."""
+    raw = text.strip()
+    try:
+        if len(raw) == 10:
+            parsed = datetime.combine(date.fromisoformat(raw), datetime.min.time())
+        else:
+            parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise DlqUsageError(
+            f"{option}: expected an ISO 8601 date or time such as 2026-11-29 or "
+            f"2026-11-29T03:00:00Z, got {text!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_ref(text: str) -> tuple[str, int, int]:
+    """`TYPE:PARTITION:OFFSET` -> (event type, partition, offset)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise DlqUsageError(f"expected TYPE:PARTITION:OFFSET such as Email:0:42, got {text!r}")
+    return resolve_type(parts[0]), int(parts[1]), int(parts[2])
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None or ms < 0:
+        return None
+    stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+# -- records -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DlqRecord:
+    event_type: str
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    event_id: str | None = None
+    origin: rh.Origin | None = None
+    group: str | None = None
+    attempt: int | None = None
+    first_failure_ms: int | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+    error_stack: str | None = None
+    failure_kind: str | None = None
+    dlq_reason: str | None = None
+    replay_count: int = 0
+    replay_id: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.event_type}:{self.partition}:{self.offset}"
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.partition, self.offset)
+
+
+def _header_text(values: dict[str, bytes], name: str) -> str | None:
+    raw = values.get(name)
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _header_int(values: dict[str, bytes], name: str) -> int | None:
+    raw = values.get(name)
+    if raw is None or len(raw) > 20:
+        return None
+    try:
+        return int(raw.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def event_id_of(
+    value: bytes | None, headers: list[tuple[str, bytes]], event_type: str
+) -> str | None:
+    """The event id of a valid event, else the `event_id` of any JSON object, else None."""
+    try:
+        return decode(value, headers, event_type, max_bytes=64 * 1_048_576).event_id
+    except InvalidEvent:
+        pass
+    try:
+        obj = json.loads(value or b"")
+    except (ValueError, RecursionError):
+        return None
+    found = obj.get("event_id") if isinstance(obj, dict) else None
+    return found if isinstance(found, str) and len(found) <= 100 else None
+
+
+def make_record(
+    event_type: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+) -> DlqRecord:
+    """A DLQ record with its `qchem-*` headers parsed (missing or malformed ones are None)."""
+    pairs = [(name, data or b"") for name, data in headers or ()]
+    values = rh.as_dict(pairs)
+    replay_count = _header_int(values, rh.REPLAY_COUNT)
+    return DlqRecord(
+        event_type=event_type,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp_ms,
+        key=key,
+        value=value,
+        headers=pairs,
+        event_id=event_id_of(value, pairs, event_type),
+        origin=rh.parse_origin(pairs),
+        group=_header_text(values, rh.GROUP),
+        attempt=_header_int(values, rh.ATTEMPT),
+        first_failure_ms=_header_int(values, rh.FIRST_FAILURE),
+        error_class=_header_text(values, rh.ERROR_CLASS),
+        error_message=_header_text(values, rh.ERROR_MESSAGE),
+        error_stack=_header_text(values, rh.ERROR_STACK),
+        failure_kind=_header_text(values, rh.FAILURE_KIND),
+        dlq_reason=_header_text(values, rh.DLQ_REASON),
+        replay_count=min(max(replay_count or 0, 0), 1_000_000),
+        replay_id=_header_text(values, rh.REPLAY_ID),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    error_class: str | None = None
+    since_ms: int | None = None  # inclusive
+    until_ms: int | None = None  # exclusive
+    partition: int | None = None
+    event_ids: frozenset[str] = field(default_factory=frozenset)
+    limit: int | None = None
+
+    @property
+    def narrows(self) -> bool:
+        """True when any filter selects records (a purge then hides instead of deleting)."""
+        return bool(self.error_class or self.event_ids) or any(
+            v is not None for v in (self.since_ms, self.until_ms, self.partition, self.limit)
+        )
+
+    def matches(self, record: DlqRecord) -> bool:
+        if self.error_class is not None and (
+            (record.error_class or "").lower() != self.error_class.lower()
+        ):
+            return False
+        if self.since_ms is not None and record.timestamp_ms < self.since_ms:
+            return False
+        if self.until_ms is not None and record.timestamp_ms >= self.until_ms:
+            return False
+        if self.partition is not None and record.partition != self.partition:
+            return False
+        return not self.event_ids or record.event_id in self.event_ids
+
+    def apply(self, records: Iterable[DlqRecord]) -> list[DlqRecord]:
+        """Matching records, oldest first (then by partition and offset), up to the limit."""
+        chosen = sorted(
+            (r for r in records if self.matches(r)),
+            key=lambda r: (r.timestamp_ms, r.partition, r.offset),
+        )
+        return chosen[: self.limit] if self.limit is not None else chosen
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "error_class": self.error_class,
+            "since": iso(self.since_ms),
+            "until": iso(self.until_ms),
+            "partition": self.partition,
+            "event_ids": sorted(self.event_ids),
+            "limit": self.limit,
+        }
+
+
+# -- JSON (what `dlq list --json` prints and scripts/ replay tools read) ---------------------
+
+
+def encode_bytes(data: bytes | None, force_base64: bool = False) -> tuple[str | None, str]:
+    """(text, encoding): UTF-8 text when the bytes are valid UTF-8, else base64."""
+    if data is None:
+        return None, "utf-8"
+    if not force_base64:
+        try:
+            return data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(data).decode("ascii"), "base64"
+
+
+def decode_bytes(text: str | None, encoding: str) -> bytes | None:
+    if text is None:
+        return None
+    if encoding == "base64":
+        return base64.b64decode(text, validate=True)
+    if encoding == "utf-8":
+        return text.encode("utf-8")
+    raise ValueError(f"unknown encoding {encoding!r}")
+
+
+def record_to_json(
+    record: DlqRecord, *, replayed: dict[str, Any] | None = None, force_base64: bool = False
+) -> dict[str, Any]:
+    key, key_encoding = encode_bytes(record.key, force_base64)
+    value, value_encoding = encode_bytes(record.value, force_base64)
+    headers_binary = force_base64 or any(encode_bytes(v)[1] == "base64" for _n, v in record.headers)
+    origin = record.origin
+    return {
+        "ref": record.ref,
+        "event_type": record.event_type,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "timestamp": record.timestamp_ms,
+        "timestamp_iso": iso(record.timestamp_ms),
+        "key": key,
+        "key_encoding": key_encoding,
+        "value": value,
+        "value_encoding": value_encoding,
+        "headers": [[n, encode_bytes(v, headers_binary)[0]] for n, v in record.headers],
+        "headers_encoding": "base64" if headers_binary else "utf-8",
+        "event_id": record.event_id,
+        "error_class": record.error_class,
+        "error_message": record.error_message,
+        "failure_kind": record.failure_kind,
+        "dlq_reason": record.dlq_reason,
+        "attempt": record.attempt,
+        "first_failure": iso(record.first_failure_ms),
+        "replay_count": record.replay_count,
+        "replay_id": record.replay_id,
+        "origin": None
+        if origin is None
+        else {
+            "topic": origin.topic,
+            "partition": origin.partition,
+            "offset": origin.offset,
+            "timestamp": origin.timestamp_ms,
+        },
+        "replayed": replayed,
+    }
+
+
+def record_from_json(obj: dict[str, Any]) -> dict[str, Any]:
+    """The bytes of a `dlq list --json` item: topic, partition, offset, timestamp, key,
+    value, headers (a list of (name, bytes)) - what a replay script produces again."""
+    header_encoding = obj.get("headers_encoding", "utf-8")
+    return {
+        "topic": obj["topic"],
+        "partition": obj["partition"],
+        "offset": obj["offset"],
+        "timestamp": obj["timestamp"],
+        "key": decode_bytes(obj["key"], obj.get("key_encoding", "utf-8")),
+        "value": decode_bytes(obj["value"], obj.get("value_encoding", "utf-8")),
+        "headers": [(n, decode_bytes(v, header_encoding) or b"") for n, v in obj["headers"]],
+    }
+
+
+# -- summary -----------------------------------------------------------------------------------
+
+
+def summarize(
+    event_type: str, topic: str, records: Sequence[DlqRecord], replayed: Iterable[tuple[int, int]]
+) -> dict[str, Any]:
+    """Counts by error class and failure kind, with oldest/newest DLQ timestamps."""
+    done = set(replayed)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for r in records:
+        groups.setdefault((r.error_class or "-", r.failure_kind or "-"), []).append(r.timestamp_ms)
+    stamps = [r.timestamp_ms for r in records]
+    return {
+        "event_type": event_type,
+        "topic": topic,
+        "count": len(records),
+        "replayed": sum(1 for r in records if r.position in done),
+        "oldest": iso(min(stamps)) if stamps else None,
+        "newest": iso(max(stamps)) if stamps else None,
+        "by_error": [
+            {
+                "error_class": error_class,
+                "failure_kind": kind,
+                "count": len(times),
+                "oldest": iso(min(times)),
+                "newest": iso(max(times)),
+            }
+            for (error_class, kind), times in sorted(groups.items(), key=lambda g: -len(g[1]))
+        ],
+    }
+
+
+# -- Kafka and PostgreSQL ----------------------------------------------------------------------
+
+
+def dlq_topic(settings: Settings, event_type: str) -> str:
+    return TopicNames(settings.topic_prefix, event_type).dlq
+
+
+def main_topic(settings: Settings, event_type: str) -> str:
+    return TopicNames(settings.topic_prefix, event_type).main
+
+
+def reader(settings: Settings) -> Consumer:
+    """A throwaway consumer: a group id of its own, never subscribed, never committing."""
+    return Consumer(
+        {
+            **settings.kafka_common_config(),
+            "group.id": f"{settings.topic_prefix}-dlq-reader-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "logger": rdkafka_log,
+        }
+    )
+
+
+def partition_count(settings: Settings, topic: str) -> int:
+    from ops.topics import admin_client, existing_topics
+
+    count = existing_topics(admin_client(settings), settings).get(topic)
+    if not count:
+        raise DlqProblem(f"topic {topic} does not exist (run `qchem-events topics create`)")
+    return count
+
+
+def _message_headers(message: Message) -> list[tuple[str, bytes]]:
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(n, v.encode() if isinstance(v, str) else (v or b"")) for n, v in pairs]
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
+    """(low, high) of a partition; retried while a new topic's leader is being elected."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise DlqProblem(
+                    f"cannot read the offsets of {topic}[{partition}]: {exc}"
+                ) from None
+            time.sleep(0.5)
+
+
+def read_one(settings: Settings, event_type: str, partition: int, offset: int) -> DlqRecord:
+    """The DLQ record at `partition`/`offset`; DlqProblem when there is none."""
+    found = read_dlq(settings, event_type, partition, start=offset, stop=offset + 1)
+    if not found or found[0].offset != offset:
+        raise DlqProblem(f"no record at {event_type}:{partition}:{offset} in the DLQ")
+    return found[0]
+
+
+def read_dlq(
+    settings: Settings,
+    event_type: str,
+    partition: int | None = None,
+    *,
+    start: int | None = None,
+    stop: int | None = None,
+) -> list[DlqRecord]:
+    """Every record of the type's DLQ (or of one partition, from `start` to before `stop`),
+    up to the high watermark as it was when reading began."""
+    topic = dlq_topic(settings, event_type)
+    count = partition_count(settings, topic)
+    if partition is not None and partition >= count:
+        raise DlqUsageError(f"--partition {partition}: {topic} has partitions 0..{count - 1}")
+    consumer = reader(settings)
+    try:
+        ends: dict[int, int] = {}
+        assignment = []
+        for p in [partition] if partition is not None else range(count):
+            low, high = watermarks(consumer, topic, p)
+            first = max(low, start) if start is not None else low
+            high = min(high, stop) if stop is not None else high
+            if high > first:
+                ends[p] = high
+                assignment.append(TopicPartition(topic, p, first))
+        records: list[DlqRecord] = []
+        if not assignment:
+            return records
+        consumer.assign(assignment)
+        last_progress = time.monotonic()
+        while ends:
+            if time.monotonic() - last_progress > READ_STALL_S:
+                raise DlqProblem(f"reading {topic} stalled; partitions left: {sorted(ends)}")
+            for message in consumer.consume(500, timeout=0.5):
+                part, offset, error = message.partition(), message.offset(), message.error()
+                if part is None or offset is None:
+                    continue
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        ends.pop(part, None)
+                    continue
+                last_progress = time.monotonic()
+                if part not in ends or offset >= ends[part]:
+                    continue
+                records.append(
+                    make_record(
+                        event_type,
+                        topic,
+                        part,
+                        offset,
+                        message.timestamp()[1],
+                        message.key(),
+                        message.value(),
+                        _message_headers(message),
+                    )
+                )
+                if offset + 1 >= ends[part]:
+                    del ends[part]
+        return records
+    finally:
+        consumer.close()

@@ -1,0 +1,381 @@
+"""What the DLQ runbook changes: replays and purges, and their marks in PostgreSQL.
+
+Replay (`qchem-events dlq replay`) sends DLQ records back to their type's MAIN topic with the
+key, the original value and the source's own headers (content-type ...), and the origin
+identity headers unchanged - so the dedup key is unchanged and an event whose effect was
+applied meanwhile is not applied again (consumers/listener.py `_read_replay_headers`) - plus
+`qchem-replay-count` = previous + 1 and `qchem-replay-id`. Records are produced in chunks
+with an idempotent producer and marked in `dlq_replayed_records` only once the broker has
+confirmed their delivery; a second identical replay therefore sends nothing. A replayed
+record that fails again comes back to the DLQ as a new record carrying its replay count.
+
+Purge: Kafka deletes only prefixes of a partition, so records older than a cutoff are deleted
+with the admin API (`delete_records` up to the first offset at or after the cutoff); records
+selected by a filter are *hidden* instead (`dlq_purged_records`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Engine
+
+from consumers.settings import Settings
+from ops.dlq import (
+    DlqProblem,
+    DlqRecord,
+    DlqUsageError,
+    Filters,
+    dlq_topic,
+    main_topic,
+    partition_count,
+    rdkafka_log,
+    read_dlq,
+    reader,
+    watermarks,
+)
+from retry_topics import headers as rh
+from storage.dlq_tables import dlq_purged_records, dlq_replayed_records, dlq_replays
+
+CHUNK_MAX = 500  # records produced, confirmed and marked together
+DELIVERY_TIMEOUT_S = 60.0
+Marks = dict[tuple[int, int], dict[str, Any]]
+
+
+def who() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return os.environ.get("USER") or "unknown"
+
+
+def parse_rate(text: str) -> float:
+    """`100`, `100/s` or `2.5/s` -> records per second."""
+    raw = text.strip().removesuffix("/s")
+    try:
+        rate = float(raw)
+    except ValueError:
+        raise DlqUsageError(f"--rate: expected N or N/s such as 100/s, got {text!r}") from None
+    if not 0 < rate <= 1_000_000:
+        raise DlqUsageError(f"--rate must be above 0 and at most 1000000/s, got {text!r}")
+    return rate
+
+
+# -- marks in PostgreSQL -----------------------------------------------------------------------
+
+
+def _marks(engine: Engine, table: Any, topic: str) -> Marks:
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.dlq_topic == topic)).mappings().all()
+    except sa_exc.ProgrammingError:
+        raise DlqProblem(f"table {table.name} is missing: run `qchem-events migrate`") from None
+    return {(row["dlq_partition"], row["dlq_offset"]): dict(row) for row in rows}
+
+
+def replayed_positions(engine: Engine, topic: str) -> Marks:
+    """(partition, offset) -> {"replay_id", "replayed_at"} of the last replay that sent it."""
+    return {
+        pos: {"replay_id": str(row["replay_id"]), "replayed_at": row["replayed_at"].isoformat()}
+        for pos, row in _marks(engine, dlq_replayed_records, topic).items()
+    }
+
+
+@dataclass(slots=True)
+class Selection:
+    event_type: str
+    topic: str
+    records: list[DlqRecord]  # visible (not purged) and matching, oldest first
+    replayed: Marks
+    hidden: int  # records hidden by a filter purge, left out
+
+
+def select_records(
+    settings: Settings, engine: Engine, event_type: str, filters: Filters, *, limited: bool = True
+) -> Selection:
+    """The type's DLQ records matching `filters`, without the purged ones."""
+    topic = dlq_topic(settings, event_type)
+    purged = set(_marks(engine, dlq_purged_records, topic))
+    every = read_dlq(settings, event_type, filters.partition)
+    visible = [r for r in every if r.position not in purged]
+    chosen = (filters if limited else replace(filters, limit=None)).apply(visible)
+    return Selection(
+        event_type, topic, chosen, replayed_positions(engine, topic), len(every) - len(visible)
+    )
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def replay_headers(record: DlqRecord, replay_id: uuid.UUID) -> rh.Headers:
+    """The source's own headers, the origin identity (when valid), the replay headers."""
+    return rh.redrive_headers(record.headers, replay_id=str(replay_id))
+
+
+@dataclass(slots=True)
+class ReplayPlan:
+    event_type: str
+    target: str  # the main topic
+    to_send: list[DlqRecord]
+    skipped: list[DlqRecord]  # replayed before (and not --include-replayed)
+    hidden: int
+
+
+def plan_replay(
+    settings: Settings,
+    engine: Engine,
+    event_type: str,
+    filters: Filters,
+    *,
+    include_replayed: bool,
+) -> ReplayPlan:
+    chosen = select_records(settings, engine, event_type, filters, limited=False)
+    skipped = (
+        [] if include_replayed else [r for r in chosen.records if r.position in chosen.replayed]
+    )
+    to_send = [r for r in chosen.records if include_replayed or r.position not in chosen.replayed]
+    if filters.limit is not None:
+        to_send = to_send[: filters.limit]
+    return ReplayPlan(event_type, main_topic(settings, event_type), to_send, skipped, chosen.hidden)
+
+
+@dataclass(slots=True)
+class ReplayOutcome:
+    replay_id: uuid.UUID
+    dry_run: bool
+    replayed: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)  # refs of records not confirmed
+
+    def as_json(self, plan: ReplayPlan) -> dict[str, Any]:
+        return {
+            "replay_id": str(self.replay_id),
+            "dry_run": self.dry_run,
+            "event_type": plan.event_type,
+            "target_topic": plan.target,
+            "replayed": self.replayed,
+            "would_replay": len(plan.to_send) if self.dry_run else None,
+            "skipped_already_replayed": self.skipped,
+            "failed": len(self.failed),
+            "failed_records": self.failed,
+            "records": [r.ref for r in plan.to_send],
+        }
+
+
+def run_replay(
+    settings: Settings,
+    engine: Engine,
+    plan: ReplayPlan,
+    *,
+    filter_json: dict[str, Any],
+    rate: float,
+    dry_run: bool,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReplayOutcome:
+    outcome = ReplayOutcome(uuid.uuid4(), dry_run, skipped=len(plan.skipped))
+    with engine.begin() as conn:
+        conn.execute(
+            insert(dlq_replays).values(
+                id=outcome.replay_id,
+                who=who()[:200],
+                filter=filter_json,
+                dry_run=dry_run,
+                count=len(plan.to_send) if dry_run else 0,
+                finished_at=datetime.now(UTC) if dry_run else None,
+            )
+        )
+    if dry_run or not plan.to_send:
+        if not dry_run:
+            _finish(engine, outcome)
+        return outcome
+    producer = Producer(
+        {
+            **settings.kafka_common_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
+            "logger": rdkafka_log,
+        }
+    )
+    chunk_size = max(1, min(CHUNK_MAX, int(rate)))
+    started, sent = time.monotonic(), 0
+    try:
+        for i in range(0, len(plan.to_send), chunk_size):
+            chunk = plan.to_send[i : i + chunk_size]
+            reports: dict[int, KafkaError | None] = {}
+            for n, record in enumerate(chunk):
+                wait = started + sent / rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                _produce(producer, plan.target, record, outcome.replay_id, reports, n)
+                sent += 1
+            if producer.flush(DELIVERY_TIMEOUT_S) > 0:
+                producer.purge(in_queue=True, in_flight=False)
+                producer.flush(5)
+            confirmed = [n in reports and reports[n] is None for n in range(len(chunk))]
+            delivered = [r for r, ok in zip(chunk, confirmed, strict=True) if ok]
+            outcome.failed += [r.ref for r, ok in zip(chunk, confirmed, strict=True) if not ok]
+            _mark_replayed(engine, delivered, outcome.replay_id)
+            outcome.replayed += len(delivered)
+            if on_progress is not None:
+                on_progress(len(chunk))
+    finally:
+        _finish(engine, outcome)
+    return outcome
+
+
+def _produce(
+    producer: Producer,
+    topic: str,
+    record: DlqRecord,
+    replay_id: uuid.UUID,
+    reports: dict[int, KafkaError | None],
+    n: int,
+) -> None:
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        reports[n] = err
+
+    while True:
+        try:
+            producer.produce(
+                topic,
+                key=record.key,
+                value=record.value,
+                headers=replay_headers(record, replay_id),  # type: ignore[arg-type]
+                on_delivery=delivered,
+            )
+            producer.poll(0)
+            return
+        except BufferError:  # local queue full: let delivery reports drain it
+            producer.poll(0.1)
+
+
+def _mark_replayed(engine: Engine, records: list[DlqRecord], replay_id: uuid.UUID) -> None:
+    if not records:
+        return
+    rows = [
+        {
+            "dlq_topic": r.topic,
+            "dlq_partition": r.partition,
+            "dlq_offset": r.offset,
+            "replay_id": replay_id,
+            "replayed_at": datetime.now(UTC),
+        }
+        for r in records
+    ]
+    stmt = pg_insert(dlq_replayed_records)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["dlq_topic", "dlq_partition", "dlq_offset"],
+        set_={"replay_id": stmt.excluded.replay_id, "replayed_at": stmt.excluded.replayed_at},
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt, rows)
+
+
+def _finish(engine: Engine, outcome: ReplayOutcome) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(dlq_replays)
+            .where(dlq_replays.c.id == outcome.replay_id)
+            .values(finished_at=datetime.now(UTC), count=outcome.replayed)
+        )
+
+
+# -- purge -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionCut:
+    partition: int
+    low: int
+    cut: int  # records before this offset are deleted
+
+    @property
+    def count(self) -> int:
+        return max(0, self.cut - self.low)
+
+
+def plan_time_purge(settings: Settings, event_type: str, cutoff_ms: int) -> list[PartitionCut]:
+    """Per partition: the first offset whose timestamp is at or after the cutoff."""
+    topic = dlq_topic(settings, event_type)
+    count = partition_count(settings, topic)
+    consumer = reader(settings)
+    try:
+        marks = {p: watermarks(consumer, topic, p) for p in range(count)}
+        wanted = [TopicPartition(topic, p, cutoff_ms) for p in range(count)]
+        try:
+            found = consumer.offsets_for_times(wanted, timeout=30)
+        except KafkaException as exc:
+            raise DlqProblem(f"cannot look up offsets by time in {topic}: {exc}") from None
+        cuts = []
+        for tp in found:
+            if tp.error is not None:
+                raise DlqProblem(f"cannot look up offsets by time in {topic}: {tp.error}")
+            low, high = marks[tp.partition]
+            cut = high if tp.offset < 0 else min(tp.offset, high)
+            cuts.append(PartitionCut(tp.partition, low, max(cut, low)))
+        return sorted(cuts, key=lambda c: c.partition)
+    finally:
+        consumer.close()
+
+
+def delete_before(
+    settings: Settings, engine: Engine, event_type: str, cuts: list[PartitionCut]
+) -> int:
+    """Delete the records before each cut (admin API); forget marks of deleted records."""
+    from ops.topics import admin_client
+
+    topic = dlq_topic(settings, event_type)
+    todo = [TopicPartition(topic, c.partition, c.cut) for c in cuts if c.count > 0]
+    if not todo:
+        return 0
+    admin = admin_client(settings)  # referenced until the futures are done
+    futures = admin.delete_records(todo, request_timeout=30, operation_timeout=30)
+    for tp, future in futures.items():
+        try:
+            future.result(timeout=90)
+        except (KafkaException, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise DlqProblem(
+                f"delete_records failed on {topic}[{tp.partition}]: {reason}"
+            ) from None
+    with engine.begin() as conn:
+        for cut in cuts:
+            for table in (dlq_replayed_records, dlq_purged_records):
+                conn.execute(
+                    delete(table).where(
+                        table.c.dlq_topic == topic,
+                        table.c.dlq_partition == cut.partition,
+                        table.c.dlq_offset < cut.cut,
+                    )
+                )
+    return sum(c.count for c in cuts)
+
+
+def hide_records(engine: Engine, records: list[DlqRecord]) -> int:
+    """Mark records purged (list, summary and replay skip them); how many were new."""
+    if not records:
+        return 0
+    rows = [
+        {"dlq_topic": r.topic, "dlq_partition": r.partition, "dlq_offset": r.offset, "who": who()}
+        for r in records
+    ]
+    stmt = (
+        pg_insert(dlq_purged_records)
+        .on_conflict_do_nothing()
+        .returning(dlq_purged_records.c.dlq_offset)
+    )
+    with engine.begin() as conn:
+        return len(conn.execute(stmt, rows).all())
