@@ -102,7 +102,15 @@ def create_topics(settings: Settings) -> list[TopicRow]:
                     statuses[name] = "exists"  # someone else created it meanwhile
                 else:
                     raise
-    existing = existing_topics(admin, settings)
+    return _rows(settings, existing_topics(admin, settings), statuses)
+
+
+def list_topics(settings: Settings) -> list[TopicRow]:
+    return _rows(settings, existing_topics(admin_client(settings), settings), {})
+
+
+def _rows(settings: Settings, existing: dict[str, int], statuses: dict[str, str]) -> list[TopicRow]:
+    """What the broker has of each wanted topic; `statuses` overrides exists/missing."""
     return [
         TopicRow(
             name=spec.name,
@@ -112,23 +120,6 @@ def create_topics(settings: Settings) -> list[TopicRow]:
             retention_ms=retention_ms(settings, spec),
             delay_ms=spec.delay_ms,
             status=statuses.get(spec.name, "exists" if spec.name in existing else "missing"),
-        )
-        for spec in specs
-    ]
-
-
-def list_topics(settings: Settings) -> list[TopicRow]:
-    admin = admin_client(settings)
-    existing = existing_topics(admin, settings)
-    return [
-        TopicRow(
-            name=spec.name,
-            role=spec.role,
-            event_type=spec.event_type,
-            partitions=existing.get(spec.name, 0),
-            retention_ms=retention_ms(settings, spec),
-            delay_ms=spec.delay_ms,
-            status="exists" if spec.name in existing else "missing",
         )
         for spec in wanted_topics(settings)
     ]
