@@ -131,12 +131,20 @@ class Pipeline:
         # succeeded again: the listener stops fetching meanwhile (nothing could be recorded).
         self.database_down_since: float | None = None
         metrics.initialise(event_type)
+        # Label lookups take a lock each: bind the per-event children once, off the hot path.
+        self._in_flight = metrics.IN_FLIGHT.labels(event_type)
+        self._processed = {o: metrics.PROCESSED.labels(event_type, o) for o in metrics.OUTCOMES}
+        self._succeeded_on = {
+            a: metrics.SUCCESS_ATTEMPT.labels(event_type, str(a)) for a in (1, 2, 3, 4)
+        }
+        self._seconds = metrics.PROCESSING_SECONDS.labels(event_type)
+        self._last_processed = metrics.LAST_PROCESSED.labels(event_type)
 
     # -- poll thread ------------------------------------------------------------------------
 
     def accept(self, work: Work) -> None:
         self.book.track(work.tp, work.offset)
-        metrics.IN_FLIGHT.labels(self.event_type).inc()
+        self._in_flight.inc()
         self.dispatcher.submit(work.lane, partial(self.run, work))
 
     # -- worker threads ---------------------------------------------------------------------
@@ -146,7 +154,7 @@ class Pipeline:
             # Held through an outage, and its partition moved to another consumer meanwhile:
             # the new owner processes it (dedup keeps that to one effect). Let it go.
             self.log.info("held_event_abandoned", **work.log_fields())
-            metrics.IN_FLIGHT.labels(self.event_type).dec()
+            self._in_flight.dec()
             self.dispatcher.release(work.lane)
             return
         if work.due_ms is not None and work.held == 0:
@@ -193,7 +201,7 @@ class Pipeline:
         self.database_down_since = None
         outcome = "success" if result is WriteResult.APPLIED else "duplicate"
         if result is WriteResult.APPLIED:
-            metrics.SUCCESS_ATTEMPT.labels(self.event_type, str(min(work.attempt, 4))).inc()
+            self._succeeded_on[min(work.attempt, 4)].inc()
         self.finish(work, outcome)
 
     def fail(self, work: Work, error: BaseException) -> None:
@@ -320,10 +328,10 @@ class Pipeline:
 
     def finish(self, work: Work, outcome: str) -> None:
         elapsed = time.monotonic() - work.started
-        metrics.PROCESSED.labels(self.event_type, outcome).inc()
-        metrics.PROCESSING_SECONDS.labels(self.event_type).observe(elapsed)
-        metrics.IN_FLIGHT.labels(self.event_type).dec()
-        metrics.LAST_PROCESSED.labels(self.event_type).set_to_current_time()
+        self._processed[outcome].inc()
+        self._seconds.observe(elapsed)
+        self._in_flight.dec()
+        self._last_processed.set_to_current_time()
         if outcome in ("success", "duplicate"):
             self.log.debug("event_processed", outcome=outcome, **work.log_fields())
         self.book.mark_done(work.tp, work.offset)
