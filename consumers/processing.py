@@ -47,6 +47,9 @@ from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
 log = structlog.get_logger(__name__)
 
 
+NOT_PERFORMED: Any = object()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -70,6 +73,8 @@ class Work:
     replay_count: int = 0
     due_ms: int | None = None
     held: int = 0  # times held in place (database down, breaker open)
+    # What `perform` returned, kept while the event is held for the database only.
+    performed: Any = NOT_PERFORMED
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -165,6 +170,11 @@ class Pipeline:
             return
         event = work.event
         assert event is not None
+        if work.performed is not NOT_PERFORMED:
+            # Held because the database was down *after* the side effect (an email sent):
+            # write again, do not perform again - that would send the email twice.
+            self._write(work, event, work.performed)
+            return
         try:
             if self.handler.dependency is not None and self.writer.already_processed(
                 self.group,
@@ -182,20 +192,25 @@ class Pipeline:
         except Exception as exc:
             self.fail(work, exc)
             return
+        self._write(work, event, performed)
+
+    def _write(self, work: Work, event: Event, performed: Any) -> None:
         self.writer.submit(
             WriteRequest(
                 **self._identity(work),
                 status=Status.SUCCEEDED,
                 apply=partial(self.handler.apply, event=event, performed=performed),
                 processing_ms=int((time.monotonic() - work.started) * 1000),
-                on_done=partial(self.written, work),
+                on_done=partial(self.written, work, performed),
             )
         )
 
     # -- writer / delivery threads ----------------------------------------------------------
 
-    def written(self, work: Work, result: WriteResult | BaseException) -> None:
+    def written(self, work: Work, performed: Any, result: WriteResult | BaseException) -> None:
         if isinstance(result, BaseException):
+            if classify(result) is FailureKind.DATABASE_DOWN:
+                work.performed = performed  # the retry in place only writes
             self.fail(work, result)
             return
         self.database_down_since = None

@@ -67,6 +67,8 @@ def classify(error: BaseException) -> FailureKind:
         return FailureKind.TRANSIENT
     if isinstance(error, sa_exc.TimeoutError):  # pool exhausted past DB_POOL_TIMEOUT_S
         return FailureKind.DATABASE_DOWN
+    if isinstance(error, sa_exc.PendingRollbackError):  # a connection lost mid-transaction
+        return FailureKind.DATABASE_DOWN
     if isinstance(error, sa_exc.DBAPIError):
         pgcode = _pgcode(error.orig)
         if pgcode in _TRANSIENT_PGCODES:

@@ -40,7 +40,8 @@ log = structlog.get_logger(__name__)
 
 
 def _database_gone(exc: BaseException) -> bool:
-    return isinstance(exc, sa_exc.TimeoutError | sa_exc.InterfaceError) or (
+    gone = sa_exc.TimeoutError | sa_exc.InterfaceError | sa_exc.PendingRollbackError
+    return isinstance(exc, gone) or (
         isinstance(exc, sa_exc.DBAPIError)
         and (exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError))
     )
@@ -206,7 +207,13 @@ class BatchWriter:
                 savepoint.commit()
                 request.result = WriteResult.APPLIED
             except Exception as exc:
-                savepoint.rollback()  # if the connection is dead this raises: batch fails
+                try:
+                    savepoint.rollback()
+                except Exception:
+                    # The connection itself is gone: the whole batch fails, with the real
+                    # cause (a connection error, "database down"), not the rollback's own
+                    # PendingRollbackError, which would read as a permanent failure.
+                    raise exc from None
                 conn.execute(
                     delete(dedup_keys).where(
                         tuple_(
