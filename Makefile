@@ -74,3 +74,12 @@ fmt: setup  ## format the code
 clean:  ## stop services and remove local data (jars stay in ~/.m2)
 	-infra/kafka.sh down
 	rm -rf .local/kafka/data .local/kafka/logs
+
+demo: setup infra-up  ## run the five production scenarios and print their dashboards
+	$(BIN)/qchem-events scenario all
+
+soak:  ## the fault suite at 6x scale (events and durations), about 30-40 minutes
+	QCHEM_SOAK_SCALE=$${QCHEM_SOAK_SCALE:-6} $(BIN)/pytest tests/integration/faults -s
+
+bench: setup infra-up  ## throughput benchmark against the raw consume loop (see BENCHMARKS.md)
+	$(BIN)/python -m bench.throughput --events $${EVENTS:-200000} --rounds $${ROUNDS:-3}

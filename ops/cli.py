@@ -178,6 +178,32 @@ def health(as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def scenario(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="chemical-cascade, email-outage, db-pool-exhaustion, malformed, "
+            "dependency-failure, or all (the five in order)."
+        ),
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Reproduce a production scenario of the design document with real faults; print its
+    dashboard. Exit code 1 when the document's promised result does not hold.
+
+    Example: qchem-events scenario email-outage
+    """
+    from ops.scenarios import run_and_print, selected
+
+    try:
+        selected(name)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    if not run_and_print(name, settings(), as_json=as_json, echo=typer.echo):
+        raise typer.Exit(1)
+
+
 @dev_app.command("smtp")
 def dev_smtp(port: Annotated[int, typer.Option(min=1, max=65535)] = 2525) -> None:
     """A local SMTP server that prints each email it receives (Ctrl-C stops it).

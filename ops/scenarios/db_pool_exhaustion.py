@@ -1,0 +1,197 @@
+"""Scenario 3, "Database Connection Pool Exhaustion".
+
+Trigger: heavy reporting load takes the database connections while a burst of events
+arrives. The pool that runs out is the application's own: a small one (DB_POOL_SIZE=3, no
+overflow, DB_POOL_TIMEOUT_S=0.2) shared by the listeners' writers and the look-ups' dedup
+checks, while a "reporting job" in the same service holds most of it with long queries
+(`SELECT pg_sleep(...)` on connections checked out of the application's engine - real
+checkouts, real waits, real pool timeouts). The burst - ChemicalLookup and Report events,
+CONCURRENCY=20 and 4 writers per listener - then asks for far more connections than exist.
+
+What the application does about it: a checkout that times out is "database unavailable", so
+the event is held in place (no attempt used) and tried again after a capped exponential
+backoff with full jitter, which spreads the retries; the listener stops fetching meanwhile.
+When the reports finish, the held events drain. The pool's utilisation is sampled every
+20 ms (what `qchem_db_pool_connections_in_use` exports once a second, and what the
+QchemDbPoolHigh alert - "Monitoring alerts DBA about pool size" - watches).
+
+Promise: automatic recovery, no manual intervention - every event succeeds, none is lost,
+none is retried through the tiers or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
+from consumers.settings import Settings
+from ops.devservers import ChemicalApiServer
+from ops.scenarios.dashboard import Check, Outcome
+from ops.scenarios.runner import ScenarioRun, entity_pattern
+from retry_topics import headers as rh
+from schemas.events import Event
+from schemas.samples import sample_events
+from storage.models import chemical_lookups, reports
+
+NAME = "db-pool-exhaustion"
+TITLE = "Database Connection Pool Exhaustion"
+PROMISE = "Automatic recovery, no manual intervention"
+POOL_SIZE = 3
+POOL_TIMEOUT_S = 0.2
+
+
+def run(
+    settings: Settings,
+    *,
+    lookups: int = 400,
+    reports_count: int = 100,
+    reporting_s: float = 3.0,
+    reporting_connections: int = 2,
+) -> Outcome:
+    """A burst of `lookups` + `reports_count` events while `reporting_connections` of the
+    pool's connections are busy for `reporting_s` seconds."""
+    api = ChemicalApiServer(port=0)
+    api.start()
+    try:
+        with ScenarioRun(
+            settings,
+            NAME,
+            ("ChemicalLookup", "Report"),
+            chemical_api_url=api.url,
+            db_pool_size=POOL_SIZE,
+            db_pool_timeout_s=POOL_TIMEOUT_S,
+            concurrency=20,
+            db_writers_per_listener=4,
+            mark_pool=True,
+        ) as scenario:
+            return _run(scenario, lookups, reports_count, reporting_s, reporting_connections)
+    finally:
+        api.stop()
+
+
+def burst(prefix: str, lookups: int, reports_count: int) -> list[Event]:
+    """Look-ups and reports of this run's own entities (so its rows can be told apart)."""
+    events = []
+    for n, event in enumerate(sample_events("ChemicalLookup", lookups), start=1):
+        chemical = f"{prefix}-{n:05d}"
+        events.append(
+            replace(event, key=chemical, payload=replace(event.payload, chemical_id=chemical))
+        )
+    for n, event in enumerate(sample_events("Report", reports_count), start=1):
+        report_id = f"{prefix}-RPT-{n:05d}"
+        events.append(
+            replace(event, key=report_id, payload=replace(event.payload, report_id=report_id))
+        )
+    return events
+
+
+def reporting_query(engine: Engine, seconds: float, started: threading.Barrier) -> None:
+    """One connection of the application's pool, busy with a long report query."""
+    with engine.connect() as conn:
+        started.wait(10)
+        conn.execute(text("SELECT pg_sleep(:s)"), {"s": seconds})
+
+
+def _run(
+    run: ScenarioRun, lookups: int, reports_count: int, reporting_s: float, connections: int
+) -> Outcome:
+    pattern = entity_pattern(run.entity_prefix)
+    run.on_cleanup("DELETE FROM chemical_lookups WHERE chemical_id LIKE :p", p=pattern)
+    run.on_cleanup("DELETE FROM reports WHERE report_id LIKE :p", p=pattern)
+    events = burst(run.entity_prefix, lookups, reports_count)
+    total = len(events)
+    with run.running() as app:
+        assert app.engine is not None
+        started = threading.Barrier(connections + 1)
+        load = [
+            threading.Thread(target=reporting_query, args=(app.engine, reporting_s, started))
+            for _ in range(connections)
+        ]
+        for thread in load:
+            thread.start()
+        started.wait(10)
+        run.timeline.mark(
+            f"reporting load: {connections} of {POOL_SIZE} pool connections busy for "
+            f"{reporting_s:.0f} s"
+        )
+        sent = time.time()
+        run.produce_events(events)
+        run.timeline.mark(
+            f"burst of {total} events produced ({lookups} look-ups, {reports_count} reports)", sent
+        )
+        for thread in load:
+            thread.join(reporting_s + 30)
+        run.timeline.mark("reporting load finished: connections released")
+        run.wait(
+            lambda: run.status_counts().get("succeeded", 0) >= total,
+            timeout=120,
+            what=f"{total} events succeeded",
+        )
+        run.mark_finished(f"all {total} events succeeded")
+
+    statuses = run.status_counts()
+    with run.engine.connect() as conn:
+        looked_up = conn.execute(
+            select(func.count(chemical_lookups.c.event_id.distinct())).where(
+                chemical_lookups.c.chemical_id.like(pattern)
+            )
+        ).scalar_one()
+        reported = conn.execute(
+            select(func.count()).where(reports.c.report_id.like(pattern))
+        ).scalar_one()
+    watch = run.watch
+    held = int(watch.held.get("database_down", 0)) if watch else 0
+    max_in_use = watch.pool_max_in_use if watch else 0
+    hot = watch.pool_hot_samples / max(watch.pool_samples, 1) if watch else 0.0
+    run.check(
+        f"{total}/{total} succeeded with no manual step",
+        statuses.get("succeeded", 0) == total and sum(statuses.values()) == total,
+        str(statuses),
+    )
+    run.check(
+        "every effect stored once",
+        looked_up == lookups and reported == reports_count,
+        f"{looked_up}/{lookups} look-ups, {reported}/{reports_count} reports",
+    )
+    run.check(
+        "the pool really was exhausted",
+        max_in_use >= POOL_SIZE and held > 0,
+        f"max {max_in_use}/{POOL_SIZE} in use, {held} checkouts timed out (events held)",
+    )
+    # A pool timeout must never use up an attempt: no retry-tier or DLQ record may carry one.
+    # (Other failures may: the dev chemical API itself can time out under this burst.)
+    routed = [
+        record
+        for event_type in run.settings.event_types
+        for spec in run.names(event_type).all()
+        if spec.role != "main"
+        for record in run.read_topic(spec.name)
+    ]
+    messages = [rh.as_dict(r.headers).get(rh.ERROR_MESSAGE, b"") for r in routed]
+    by_pool = [m for m in messages if b"QueuePool" in m]
+    outcome = run.outcome(TITLE, PROMISE)
+    retry = outcome.dashboard["retry_analysis"]
+    first = retry["success_on_attempt"].get("1", {}).get("count", 0)
+    outcome.checks.append(
+        Check(
+            "pool timeouts held in place with backoff: no attempt used, nothing dead-lettered",
+            not by_pool and retry["sent_to_dlq"]["count"] == 0,
+            f"{len(by_pool)} retry/DLQ records caused by the pool; {first}/{total} succeeded "
+            f"on attempt 1 ({len(routed)} retried for other causes)",
+        )
+    )
+    outcome.facts.update(
+        events=total, pool_timeouts_held=held, reporting_s=reporting_s, retried_by_pool=len(by_pool)
+    )
+    outcome.highlights += [
+        f"pool: DB_POOL_SIZE={POOL_SIZE}, DB_POOL_TIMEOUT_S={POOL_TIMEOUT_S}; max "
+        f"{max_in_use}/{POOL_SIZE} checked out; at 80% or more for {hot:.0%} of the run "
+        "(QchemDbPoolHigh pages if that lasts 5 minutes)",
+        f"{held} times a checkout timed out: the event was held in place and tried again "
+        "after a capped exponential backoff with jitter (no attempt used up)",
+    ]
+    return outcome

@@ -1,0 +1,421 @@
+"""What every production scenario shares: an isolated run of the real application, measured.
+
+A scenario runs `consumers.app.App` in this process - the real listeners, pipeline, writer,
+breakers and DLQ monitor - against the real broker and database, injects a real fault, and
+then reads back what happened from the places an operator would: `event_records`, the retry
+tiers and the DLQ. In-process rather than as a child process because the faults and the
+measurements need the running application's own objects (its pool, its breakers).
+
+Isolation is by topic prefix: a run gets `scn-<name>-<8 hex>`, hence topics and consumer
+groups of its own, hence `event_records` and dedup rows of its own (they are keyed by consumer
+group). The dashboard (ops/scenarios/dashboard.py) is computed from those rows only, so a
+scenario can run twice in a row, next to a running application or a test suite. At the end the
+run deletes its topics, consumer groups and rows.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client import REGISTRY
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import Engine
+
+from consumers.app import App
+from consumers.handlers.base import Handler
+from consumers.settings import Settings
+from ops.housekeeping import topic_names
+from ops.scenarios.dashboard import Check, Outcome, Row, Timeline, compute_dashboard, failure_marks
+from ops.topics import admin_client, create_topics
+from retry_topics import headers as rh
+from retry_topics.naming import TopicNames
+from schemas.codec import encode_json
+from schemas.events import Event
+from storage.db import migrate
+from storage.models import event_records
+
+RawRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+READY_TIMEOUT_S = 60.0
+FORGET_REPLAYS = (
+    "WITH gone AS (DELETE FROM dlq_replayed_records WHERE dlq_topic = ANY(:dlqs) "
+    "RETURNING replay_id) DELETE FROM dlq_replays WHERE id IN (SELECT replay_id FROM gone)"
+)
+
+
+class ScenarioError(RuntimeError):
+    """The run itself could not be set up (not a failed promise: that is a failed check)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A record this run produced or read back: where it is, its exact bytes, its time."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+    timestamp_ms: int = 0
+
+
+@dataclass(slots=True)
+class Watch:
+    """What the sampler saw of the running application."""
+
+    pool_size: int
+    pool_max_in_use: int = 0
+    pool_samples: int = 0
+    pool_hot_samples: int = 0  # samples at 80 % or more of the pool (the QchemDbPoolHigh level)
+    held: dict[str, float] = field(default_factory=dict)
+    breaker_states: dict[str, list[str]] = field(default_factory=dict)
+
+    def facts(self) -> dict[str, Any]:
+        hot = round(self.pool_hot_samples / max(self.pool_samples, 1), 3)
+        return {
+            "pool": {"size": self.pool_size, "max_in_use": self.pool_max_in_use, "hot_share": hot},
+            "held_in_place": {k: int(v) for k, v in self.held.items()},
+            "breaker_states": self.breaker_states,
+        }
+
+
+class ScenarioRun:
+    """One isolated run: settings, topics, the application, observation and clean-up."""
+
+    def __init__(
+        self,
+        base: Settings,
+        name: str,
+        event_types: tuple[str, ...],
+        *,
+        mark_pool: bool = False,
+        **overrides: Any,
+    ) -> None:
+        self.name = name
+        self.mark_pool = mark_pool  # put "pool fully checked out" on the timeline
+        self.run_id = uuid.uuid4().hex[:8]
+        self.settings = base.model_copy(
+            update={
+                "topic_prefix": f"scn-{name}-{self.run_id}",
+                "event_types": event_types,
+                "metrics_port": 0,  # never clash with an application running on :9400
+                **overrides,
+            }
+        )
+        # Entity ids (chemical ids, report ids) of this run: its domain rows are its own too.
+        self.entity_prefix = f"SCN-{self.run_id.upper()}"
+        self.timeline = Timeline()
+        self.checks: list[Check] = []
+        self.facts: dict[str, Any] = {}
+        self.highlights: list[str] = []
+        self.engine: Engine = create_engine(
+            self.settings.sqlalchemy_url, pool_size=4, max_overflow=4, pool_pre_ping=True
+        )
+        self.app: App | None = None
+        self.watch: Watch | None = None
+        self._cleanups: list[tuple[str, dict[str, Any]]] = []
+        self._started = time.monotonic()
+
+    # -- names ------------------------------------------------------------------------------
+
+    def names(self, event_type: str) -> TopicNames:
+        return topic_names(self.settings, event_type)
+
+    @property
+    def groups(self) -> list[str]:
+        return [self.names(t).group for t in self.settings.event_types]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> ScenarioRun:
+        migrate(self.settings.sqlalchemy_url)
+        create_topics(self.settings)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def running(self, handlers: dict[str, Handler] | None = None) -> Iterator[App]:
+        """The real application, started and assigned its partitions; stopped afterwards."""
+        app = App(self.settings, handlers=handlers)
+        self.app = app
+        stop = threading.Event()
+        sampler = threading.Thread(target=self._sample, args=(app, stop), daemon=True)
+        try:
+            app.start()
+            if not poll(app.ready, READY_TIMEOUT_S):
+                raise ScenarioError(f"partitions not assigned within {READY_TIMEOUT_S:.0f} s")
+            self.timeline.start()
+            sampler.start()
+            yield app
+        finally:
+            stop.set()
+            if sampler.is_alive():
+                sampler.join(timeout=5)
+            app.stop()
+            if app.failed.is_set():
+                self.check("no listener crashed", False, "a listener thread died")
+
+    def _sample(self, app: App, stop: threading.Event) -> None:
+        """Every 20 ms: breaker states (marked on change), pool use, events held in place."""
+        watch = self.watch = Watch(pool_size=self.settings.db_pool_size)
+        held_before = {r: held_total(self.settings.event_types, r) for r in HELD_REASONS}
+        while not stop.wait(0.02):
+            for name, guard in app.breakers.all().items():
+                states = watch.breaker_states.setdefault(name, ["closed"])
+                if guard.state != states[-1]:
+                    states.append(guard.state)
+                    self.timeline.mark(f"breaker {name} {guard.state}")
+            pool = getattr(app.engine, "pool", None)
+            checked_out = getattr(pool, "checkedout", None)
+            if checked_out is not None:
+                in_use = int(checked_out())
+                watch.pool_samples += 1
+                watch.pool_hot_samples += in_use >= 0.8 * watch.pool_size
+                if self.mark_pool and in_use >= watch.pool_size > watch.pool_max_in_use:
+                    self.timeline.mark(
+                        f"database pool fully checked out: {in_use}/{watch.pool_size} in use"
+                    )
+                watch.pool_max_in_use = max(watch.pool_max_in_use, in_use)
+            for reason in HELD_REASONS:
+                now = held_total(self.settings.event_types, reason) - held_before[reason]
+                if now and not watch.held.get(reason):
+                    why = HELD_WHY[reason]
+                    self.timeline.mark(f"first event held in place, no attempt used ({why})")
+                watch.held[reason] = now
+
+    def close(self) -> None:
+        """Delete the run's topics, consumer groups and rows (best effort, never raises)."""
+        admin = admin_client(self.settings)
+        topics = [s.name for t in self.settings.event_types for s in self.names(t).all()]
+        with suppress(Exception):
+            for future in admin.delete_topics(topics, operation_timeout=30).values():
+                with suppress(Exception):
+                    future.result(timeout=60)
+        groups = self.groups + [f"{g}.dlq-monitor" for g in self.groups]
+        with suppress(Exception):
+            for future in admin.delete_consumer_groups(groups, request_timeout=15).values():
+                with suppress(Exception):
+                    future.result(timeout=30)
+        dlqs = [self.names(t).dlq for t in self.settings.event_types]
+        statements = [
+            ("DELETE FROM event_records WHERE consumer_group = ANY(:groups)", {}),
+            ("DELETE FROM dedup_keys WHERE consumer_group = ANY(:groups)", {}),
+            # Replays and DLQ-monitor redrives of the run's DLQs, with the runs that sent them.
+            (FORGET_REPLAYS, {}),
+            ("DELETE FROM dlq_purged_records WHERE dlq_topic = ANY(:dlqs)", {}),
+            *self._cleanups,
+        ]
+        for sql, params in statements:  # one transaction each: a failure spoils no other
+            with suppress(Exception), self.engine.begin() as conn:
+                conn.execute(text(sql), {"groups": self.groups, "dlqs": dlqs, **params})
+        self.engine.dispose()
+
+    def on_cleanup(self, sql: str, **params: Any) -> None:
+        """A DELETE for the run's domain rows, run by `close` (`:groups` is bound too)."""
+        self._cleanups.append((sql, params))
+
+    # -- checks and waiting -----------------------------------------------------------------
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, bool(ok), detail))
+        return bool(ok)
+
+    def wait(self, condition: Callable[[], Any], timeout: float, what: str) -> bool:
+        """Wait for `condition`; on timeout record a failed check instead of raising."""
+        if poll(condition, timeout):
+            return True
+        self.check(f"{what} within {timeout:.0f} s", False, "timed out")
+        return False
+
+    # -- Kafka --------------------------------------------------------------------------------
+
+    def produce(self, topic: str, records: list[RawRecord]) -> list[Record]:
+        """Produce and wait for every delivery report; where each record landed."""
+        producer = Producer(
+            {**self.settings.kafka_common_config(), "linger.ms": 5, "enable.idempotence": True}
+        )
+        landed: dict[int, tuple[int, int]] = {}
+        errors: list[str] = []
+
+        def report(n: int) -> Callable[[KafkaError | None, Any], None]:
+            def delivered(err: KafkaError | None, msg: Any) -> None:
+                if err is not None:
+                    errors.append(str(err))
+                else:
+                    landed[n] = (msg.partition(), msg.offset())
+
+            return delivered
+
+        for n, (key, value, headers) in enumerate(records):
+            producer.produce(
+                topic, key=key, value=value, headers=cast(Any, headers), on_delivery=report(n)
+            )
+            producer.poll(0)
+        if producer.flush(30) or errors or len(landed) != len(records):
+            raise ScenarioError(f"could not produce to {topic}: {errors[:1] or 'timed out'}")
+        return [
+            Record(topic, *landed[n], key, value, headers)
+            for n, (key, value, headers) in enumerate(records)
+        ]
+
+    def produce_events(self, events: list[Event]) -> list[Record]:
+        by_topic: dict[str, list[Event]] = {}
+        for event in events:
+            by_topic.setdefault(self.names(event.event_type).main, []).append(event)
+        produced: list[Record] = []
+        for topic, batch in by_topic.items():
+            produced += self.produce(topic, [(e.key.encode(), encode_json(e), None) for e in batch])
+        return produced
+
+    def read_topic(self, topic: str, timeout: float = 20.0) -> list[Record]:
+        """Every record of `topic` up to its current end, read without joining a group."""
+        consumer = Consumer(
+            {
+                **self.settings.kafka_common_config(),
+                "group.id": f"{self.settings.topic_prefix}-reader",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        try:
+            metadata = consumer.list_topics(topic, timeout=10)
+            ends: dict[int, int] = {}
+            for p in metadata.topics[topic].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if high > low:
+                    ends[p] = high
+            consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+            found: list[Record] = []
+            deadline = time.monotonic() + timeout
+            while ends and time.monotonic() < deadline:
+                for msg in consumer.consume(500, timeout=0.5):
+                    part, offset = msg.partition(), msg.offset()
+                    if msg.error() is not None or part is None or offset is None:
+                        continue
+                    headers = rh.message_headers(msg) or []
+                    stamp = msg.timestamp()[1]
+                    found.append(
+                        Record(topic, part, offset, msg.key(), msg.value(), headers, stamp)
+                    )
+                    if offset + 1 >= ends.get(part, 0):
+                        ends.pop(part, None)
+            if ends:
+                raise ScenarioError(f"could not read {topic} to its end within {timeout:.0f} s")
+            return found
+        finally:
+            consumer.close()
+
+    # -- database -----------------------------------------------------------------------------
+
+    def status_counts(self) -> dict[str, int]:
+        query = (
+            select(event_records.c.status, func.count())
+            .where(event_records.c.consumer_group.in_(self.groups))
+            .group_by(event_records.c.status)
+        )
+        with self.engine.connect() as conn:
+            return {str(status): int(n) for status, n in conn.execute(query)}
+
+    def rows(self) -> list[Row]:
+        c = event_records.c
+        query = select(
+            c.event_type,
+            c.status,
+            c.attempts,
+            c.processing_ms,
+            c.origin_topic,
+            c.origin_partition,
+            c.origin_offset,
+            c.updated_at,
+        ).where(c.consumer_group.in_(self.groups))
+        with self.engine.connect() as conn:
+            return [Row(*row) for row in conn.execute(query)]
+
+    def mark_finished(self, text: str) -> None:
+        """Mark `text` at the time the run's last event record was written."""
+        query = select(func.max(event_records.c.updated_at)).where(
+            event_records.c.consumer_group.in_(self.groups)
+        )
+        with self.engine.connect() as conn:
+            last = conn.execute(query).scalar()
+        self.timeline.mark(text, at=last.timestamp() if last is not None else None)
+
+    # -- the result ---------------------------------------------------------------------------
+
+    def outcome(self, title: str, promise: str) -> Outcome:
+        """Read back the retry tiers and DLQs, compute the dashboard, and wrap it all up."""
+        dlq_origins: set[tuple[str, int, int]] = set()
+        for event_type in self.settings.event_types:
+            names = self.names(event_type)
+            tiers: dict[str, list[Record]] = {}
+            for spec in names.retry_tiers:
+                tiers[spec.name.rsplit(".", 1)[1]] = self.read_topic(spec.name)
+            tiers["DLQ"] = dead = self.read_topic(names.dlq)
+            replays = [
+                r for r in self.read_topic(names.main) if rh.REPLAY_ID in rh.as_dict(r.headers)
+            ]
+            tiers["main (replayed)"] = replays
+            for record in dead:
+                origin = rh.parse_origin(record.headers)
+                if origin is not None:
+                    dlq_origins.add((origin.topic, origin.partition, origin.offset))
+            self.timeline.extend(
+                failure_marks(
+                    {t: [(r.timestamp_ms, r.headers or []) for r in rs] for t, rs in tiers.items()},
+                    self.timeline.t0,
+                )
+            )
+        if self.watch is not None:
+            self.facts.update(self.watch.facts())
+        return Outcome(
+            scenario=self.name,
+            title=title,
+            promise=promise,
+            run_prefix=self.settings.topic_prefix,
+            checks=list(self.checks),
+            dashboard=compute_dashboard(self.rows(), dlq_origins),
+            timeline=self.timeline.marks(),
+            facts=self.facts,
+            highlights=self.highlights,
+            duration_s=round(time.monotonic() - self._started, 1),
+        )
+
+
+HELD_REASONS = ("database_down", "dependency_down")
+HELD_WHY = {"database_down": "database unavailable", "dependency_down": "breaker open"}
+
+
+def counter(name: str, **labels: str) -> float:
+    """A Prometheus sample of this process (the application's metrics are process-wide)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def held_total(event_types: Iterable[str], reason: str) -> float:
+    """Events held in place so far in this process, for `reason`."""
+    return sum(counter("qchem_events_held_total", event_type=t, reason=reason) for t in event_types)
+
+
+def poll(condition: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def entity_pattern(prefix: str) -> str:
+    """A LIKE pattern matching the run's entity ids (chemical ids, report ids)."""
+    return re.sub(r"([%_\\])", r"\\\1", prefix) + "-%"

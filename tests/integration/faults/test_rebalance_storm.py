@@ -1,0 +1,116 @@
+"""Fault (c): a rebalance storm - instances started and stopped (SIGTERM or SIGKILL at random)
+every 0.5-2 s for ~20 s (60 s at soak), the RNG seed printed (QCHEM_STORM_SEED replays it)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from consumers.settings import Settings
+from ops.topics import create_topics
+from tests.support.app import AppProcess
+from tests.support.faults import (
+    SCALE,
+    BackgroundLoad,
+    event_records,
+    log_tail,
+    soak_timeout,
+    tagged_events,
+)
+from tests.support.oracle import Oracle
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
+
+MAX_ALIVE = 3
+RATE = 150  # events per second during the storm
+CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
+
+
+def test_rebalance_storm_loses_nothing_and_applies_nothing_twice(
+    settings: Settings, db_engine: Engine, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(
+        update={"event_types": ("ChemicalStatus",), "topic_partitions": 6}
+    )
+    create_topics(settings)
+    seed = int(os.environ.get("QCHEM_STORM_SEED") or random.randrange(2**32))
+    rng = random.Random(seed)
+    print(f"\nrebalance storm seed {seed} (QCHEM_STORM_SEED={seed} replays the schedule)")
+    storm_s = 20.0 * SCALE
+    events = tagged_events(
+        "ChemicalStatus", int(RATE * (storm_s + 10)), tag=settings.topic_prefix, keys=300
+    )
+    oracle = Oracle(settings, db_engine, name="rebalance-storm")
+    everyone: list[AppProcess] = []
+    alive: list[AppProcess] = []
+    stopping: list[AppProcess] = []  # SIGTERMed, still shutting down
+
+    def launch() -> AppProcess:
+        app = AppProcess(settings, tmp_path / f"app{len(everyone)}.log")
+        everyone.append(app)
+        app.start()
+        alive.append(app)
+        return app
+
+    starts = terms = kills = 0
+    started = time.monotonic()
+    try:
+        launch()
+        starts += 1
+        load = BackgroundLoad(
+            settings.kafka_bootstrap_servers, event_records(settings, events), rate=RATE
+        ).start()
+        storm_end = time.monotonic() + storm_s
+        while time.monotonic() < storm_end:
+            time.sleep(rng.uniform(0.5, 2.0))
+            alive[:] = [a for a in alive if a.alive()]
+            if not alive or (len(alive) < MAX_ALIVE and rng.random() < 0.5):
+                launch()
+                starts += 1
+                continue
+            victim = alive.pop(rng.randrange(len(alive)))
+            assert victim.process is not None
+            if rng.random() < 0.5:
+                victim.process.send_signal(signal.SIGTERM)  # graceful: leaves the group
+                stopping.append(victim)
+                terms += 1
+            else:
+                victim.kill()  # its partitions wait for the session timeout
+                kills += 1
+        if not [a for a in alive if a.alive()]:
+            launch()
+            starts += 1
+        calm = time.monotonic()
+        load.stop()
+        oracle.expect(record.tag for record in load.join())
+        drain_s = oracle.wait_drained(calm, timeout=150)
+        for app in stopping:
+            assert app.process is not None
+            # 0: a clean shutdown; -SIGTERM: the signal came before the handler was installed
+            assert app.process.wait(timeout=60) in (0, -signal.SIGTERM), log_tail(app.log_path)
+        for app in alive:
+            if app.alive():
+                assert app.terminate() == 0, log_tail(app.log_path)
+    finally:
+        for app in everyone:
+            if app.alive():
+                app.kill()
+    for app in everyone:
+        crashes = [m for m in CRASH_MARKERS if m in app.log()]
+        assert not crashes, f"{app.log_path.name}: {crashes}\n{log_tail(app.log_path)}"
+    report = oracle.check(faults=starts + terms + kills, drain_s=drain_s)
+    report.extra.update(
+        seed=seed,
+        starts=starts,
+        sigterm=terms,
+        sigkill=kills,
+        total_s=round(time.monotonic() - started, 1),
+    )
+    print(report.summary())
+    report.assert_clean()
