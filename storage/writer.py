@@ -8,8 +8,9 @@ through a queue drained by a few writer threads; each takes whatever is waiting 
 1. dedup rows of the successful events: one multi-row INSERT ... ON CONFLICT DO NOTHING
    RETURNING - the rows not returned are duplicates (same origin, or same event id) and
    their effects are skipped;
-2. each fresh event's handler effect, inside its own SAVEPOINT, so one event failing (a lock
-   timeout, say) rolls back only itself - its dedup row is deleted in the same savepoint;
+2. each fresh event's handler effect - optimistically all in a row; if one fails (a lock
+   timeout, say) the transaction is rolled back and written again with a SAVEPOINT per
+   event, so the failing one rolls back only itself (its dedup row deleted with it);
 3. the event records of the whole batch: one multi-row upsert;
 4. COMMIT, then every request's callback with its result.
 
@@ -37,6 +38,10 @@ from sqlalchemy.engine import Connection, Engine
 from storage.models import dedup_keys, event_records
 
 log = structlog.get_logger(__name__)
+
+
+class _EffectFailed(Exception):
+    """A handler effect failed in an optimistic (savepoint-free) batch."""
 
 
 def _database_gone(exc: BaseException) -> bool:
@@ -181,17 +186,30 @@ class BatchWriter:
                 log.exception("write_callback_failed", origin=request.origin_key)
 
     def _transaction(self, batch: list[WriteRequest]) -> None:
+        """Optimistically without savepoints (two round trips per event saved); if any
+        effect fails, the whole transaction is rolled back and written again with a
+        savepoint per event, so only the failing events fail."""
+        try:
+            self._attempt(batch, savepoints=False)
+        except _EffectFailed:
+            self._attempt(batch, savepoints=True)
+
+    def _attempt(self, batch: list[WriteRequest], *, savepoints: bool) -> None:
         for request in batch:
             request.result = None
         try:
             with self._engine.begin() as conn:
-                self._write_in_transaction(conn, batch)
+                self._write_in_transaction(conn, batch, savepoints)
+        except _EffectFailed:
+            raise
         except BaseException as exc:  # the transaction is gone: nothing of the batch applied
             for request in batch:
                 request.result = exc
             raise
 
-    def _write_in_transaction(self, conn: Connection, batch: list[WriteRequest]) -> None:
+    def _write_in_transaction(
+        self, conn: Connection, batch: list[WriteRequest], savepoints: bool
+    ) -> None:
         successes = [r for r in batch if r.status is Status.SUCCEEDED]
         fresh = self._insert_dedup_rows(conn, successes)
         for request in successes:
@@ -199,6 +217,13 @@ class BatchWriter:
                 request.result = WriteResult.DUPLICATE
                 continue
             if request.apply is None:
+                request.result = WriteResult.APPLIED
+                continue
+            if not savepoints:
+                try:
+                    request.apply(conn)
+                except Exception as exc:
+                    raise _EffectFailed from exc  # roll back all; retry with savepoints
                 request.result = WriteResult.APPLIED
                 continue
             savepoint = conn.begin_nested()
@@ -292,7 +317,8 @@ class BatchWriter:
             # A duplicate must not overwrite the record of the delivery that applied it.
             (duplicates if status is Status.DUPLICATE else latest)[r.origin_key] = row
         if latest:
-            stmt = insert(event_records).values(list(latest.values()))
+            # executemany: one cached statement, batched into multi-row VALUES by SQLAlchemy.
+            stmt = insert(event_records)
             stmt = stmt.on_conflict_do_update(
                 index_elements=[
                     event_records.c.consumer_group,
@@ -309,7 +335,7 @@ class BatchWriter:
                     "updated_at": stmt.excluded.updated_at,
                 },
             )
-            conn.execute(stmt)
+            conn.execute(stmt, list(latest.values()))
         pure_duplicates = [row for key, row in duplicates.items() if key not in latest]
         if pure_duplicates:
-            conn.execute(insert(event_records).values(pure_duplicates).on_conflict_do_nothing())
+            conn.execute(insert(event_records).on_conflict_do_nothing(), pure_duplicates)
