@@ -464,6 +464,10 @@ FAST = settings(
 )
 text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 single_line = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r\n"), max_size=40)
+# An address's domain has no "@": "0@@" is rightly rejected (its domain would be empty).
+domain = st.text(
+    st.characters(codec="utf-8", exclude_characters="\x00\r\n@"), min_size=1, max_size=40
+)
 
 
 @st.composite
@@ -473,7 +477,7 @@ def valid_events(draw: st.DrawFn) -> Event:
         "ChemicalStatus": st.builds(ChemicalStatusPayload, text, text, text, st.none() | text),
         "Email": st.builds(
             EmailPayload,
-            st.builds(lambda a, b: f"{a}@{b}", single_line.filter(bool), single_line.filter(bool)),
+            st.builds(lambda a, b: f"{a}@{b}", single_line.filter(bool), domain),
             single_line,
             text,
         ),
