@@ -54,8 +54,15 @@ class PauseBook:
         self._export()
 
     def assigned(self, tps: Iterable[TopicPartitionKey]) -> None:
-        """A newly assigned partition inherits the listener-wide pauses in force."""
+        """A newly assigned partition inherits the listener-wide pauses in force.
+
+        It is first resumed explicitly: librdkafka can keep a partition's paused flag across
+        a lost-then-reassigned cycle (a broker restart under backpressure), and a partition
+        paused there but not here would never be resumed - the listener would stall.
+        """
         tps = list(tps)
+        if tps:
+            self._consumer.resume([TopicPartition(t, p) for t, p in tps])
         for tp in tps:
             self._reasons[tp] = set()
         for reason in list(self._wide):
