@@ -32,6 +32,7 @@ from schemas.codec import AVRO, CONTENT_TYPE_HEADER, InvalidEvent, decode, encod
 from schemas.events import PAYLOAD_TYPES
 from tests.support.app import AppProcess, running_app
 from tests.support.faults import Record, names, produce_now, scaled, soak_timeout, tagged_events
+from tests.support.hostile import RETRY_HEADER_NAMES
 from tests.support.oracle import Hostile, Oracle
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
@@ -203,21 +204,7 @@ def hostile_strategies(base: list[dict[str, Any]], avro: list[bytes]) -> dict[st
     }
 
 
-HEADER_NAMES = st.sampled_from(
-    [
-        rh.ORIGIN_TOPIC,
-        rh.ORIGIN_PARTITION,
-        rh.ORIGIN_OFFSET,
-        rh.ORIGIN_TIMESTAMP,
-        rh.GROUP,
-        rh.ATTEMPT,
-        rh.DUE,
-        rh.FIRST_FAILURE,
-        rh.REPLAY_COUNT,
-        rh.ERROR_STACK,
-        "other",
-    ]
-)
+HEADER_NAMES = RETRY_HEADER_NAMES
 HEADER_VALUES = st.one_of(
     st.binary(max_size=64),
     st.sampled_from([b"-1", b"0", b"2", b"1e9", b"", b"\xff\xfe", b"99999999999999999999", b" 3 "]),

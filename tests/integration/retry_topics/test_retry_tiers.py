@@ -19,6 +19,7 @@ from schemas.codec import encode_json
 from schemas.samples import sample_events
 from tests.support.app import running_app
 from tests.support.handlers import FlakyReportHandler
+from tests.support.hostile import RETRY_HEADER_NAMES
 from tests.support.kafka import produce_events, produce_raw, read_all, wait_for
 
 pytestmark = pytest.mark.integration
@@ -157,21 +158,7 @@ HOSTILE_VALUES = st.one_of(
         ]
     ),
 )
-HEADER_NAMES = st.sampled_from(
-    [
-        rh.ORIGIN_TOPIC,
-        rh.ORIGIN_PARTITION,
-        rh.ORIGIN_OFFSET,
-        rh.ORIGIN_TIMESTAMP,
-        rh.GROUP,
-        rh.ATTEMPT,
-        rh.DUE,
-        rh.FIRST_FAILURE,
-        rh.REPLAY_COUNT,
-        rh.ERROR_STACK,
-        "other",
-    ]
-)
+HEADER_NAMES = RETRY_HEADER_NAMES
 
 
 @hyp_settings(
