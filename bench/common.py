@@ -70,7 +70,7 @@ def bench_settings(bootstrap: str, database_url: str, prefix: str) -> Settings:
 
 
 def names_of(settings: Settings) -> TopicNames:
-    return TopicNames(settings.topic_prefix, EVENT_TYPE, settings.retries_for(EVENT_TYPE))
+    return settings.topics(EVENT_TYPE)
 
 
 def prepare_topics(settings: Settings) -> list[str]:

@@ -28,7 +28,7 @@ from consumers.processing import Pipeline
 from consumers.settings import Settings
 from consumers.timers import Timers
 from ops import metrics
-from ops.housekeeping import Housekeeping, topic_names
+from ops.housekeeping import Housekeeping
 from ops.http import HealthServer
 from retry_topics.dlq_monitor import DlqMonitor
 from retry_topics.policy import RetryPolicy
@@ -88,7 +88,7 @@ class App:
     def _start_listener(self, event_type: str) -> None:
         s = self.settings
         assert self.engine is not None and self.producer is not None
-        names = topic_names(s, event_type)
+        names = s.topics(event_type)
         handler = self._handler_overrides.get(event_type) or build_handler(event_type, s)
         guard = self.breakers.get(handler.dependency) if handler.dependency else None
         if guard is not None:

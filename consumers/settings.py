@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from retry_topics.naming import TopicNames
+
 EVENT_TYPES: tuple[str, ...] = ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://qchem:qchem@127.0.0.1:5432/qchem"
@@ -115,6 +117,10 @@ class Settings(BaseSettings):
 
     def retries_for(self, event_type: str) -> int:
         return self.retries_per_type.get(event_type, self.retries)
+
+    def topics(self, event_type: str) -> TopicNames:
+        """The event type's topic and consumer-group names (retry_topics/naming.py)."""
+        return TopicNames(self.topic_prefix, event_type, self.retries_for(event_type))
 
     @field_validator("event_types", "log_redact_fields", "auto_redrive_types", mode="before")
     @classmethod

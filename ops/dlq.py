@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumers.settings import EVENT_TYPES, Settings
 from retry_topics import headers as rh
-from retry_topics.naming import TopicNames, kebab
+from retry_topics.naming import kebab
 from schemas.codec import InvalidEvent, decode
 
 READ_STALL_S = 30.0  # no progress for this long while reading a DLQ: give up
@@ -355,11 +355,11 @@ def summarize(
 
 
 def dlq_topic(settings: Settings, event_type: str) -> str:
-    return TopicNames(settings.topic_prefix, event_type).dlq
+    return settings.topics(event_type).dlq
 
 
 def main_topic(settings: Settings, event_type: str) -> str:
-    return TopicNames(settings.topic_prefix, event_type).main
+    return settings.topics(event_type).main
 
 
 def reader(settings: Settings) -> Consumer:

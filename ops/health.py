@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from consumers.settings import Settings, redact_url
-from ops.housekeeping import topic_names
 from ops.topics import KafkaUnavailable, admin_client, existing_topics
 from storage.db import make_engine
 
@@ -91,7 +90,7 @@ def breaker_states(settings: Settings) -> dict[str, Any]:
 def consumer_lag(settings: Settings) -> dict[str, Any]:
     groups: dict[str, Any] = {}
     for event_type in settings.event_types:
-        names = topic_names(settings, event_type)
+        names = settings.topics(event_type)
         consumer = Consumer({**settings.kafka_common_config(), "group.id": names.group})
         try:
             lag = 0

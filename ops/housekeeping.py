@@ -18,17 +18,12 @@ from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
 from ops import metrics
-from retry_topics.naming import TopicNames
 from storage.dlq_tables import resolved_counts
 
 if TYPE_CHECKING:
     from consumers.app import App
 
 log = structlog.get_logger(__name__)
-
-
-def topic_names(settings: Settings, event_type: str) -> TopicNames:
-    return TopicNames(settings.topic_prefix, event_type, settings.retries_for(event_type))
 
 
 PRUNE_EVERY_S = 600.0
@@ -82,7 +77,7 @@ class Housekeeping:
                 }
             )
         for event_type in self.settings.event_types:
-            topic = topic_names(self.settings, event_type).dlq
+            topic = self.settings.topics(event_type).dlq
             metadata = self._watermarks.list_topics(topic, timeout=5)
             if topic not in metadata.topics or metadata.topics[topic].error is not None:
                 continue

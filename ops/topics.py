@@ -16,7 +16,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumers.settings import Settings
-from retry_topics.naming import TopicNames, TopicSpec
+from retry_topics.naming import TopicSpec
 
 
 class KafkaUnavailable(Exception):
@@ -37,9 +37,7 @@ class TopicRow:
 def wanted_topics(settings: Settings) -> list[TopicSpec]:
     specs: list[TopicSpec] = []
     for event_type in settings.event_types:
-        specs += TopicNames(
-            settings.topic_prefix, event_type, settings.retries_for(event_type)
-        ).all()
+        specs += settings.topics(event_type).all()
     return specs
 
 

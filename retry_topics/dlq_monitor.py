@@ -76,9 +76,7 @@ class DlqMonitor:
         if not self.healthy(event_type):
             log.info("dlq_redrive_skipped_dependency_down", event_type=event_type)
             return 0
-        names = TopicNames(
-            self.settings.topic_prefix, event_type, self.settings.retries_for(event_type)
-        )
+        names = self.settings.topics(event_type)
         consumer = Consumer(
             {
                 **self.settings.kafka_common_config(),

@@ -32,7 +32,6 @@ from sqlalchemy.engine import Engine
 from consumers.app import App
 from consumers.handlers.base import Handler
 from consumers.settings import Settings
-from ops.housekeeping import topic_names
 from ops.scenarios.dashboard import Check, Outcome, Row, Timeline, compute_dashboard, failure_marks
 from ops.topics import admin_client, create_topics
 from retry_topics import headers as rh
@@ -127,7 +126,7 @@ class ScenarioRun:
     # -- names ------------------------------------------------------------------------------
 
     def names(self, event_type: str) -> TopicNames:
-        return topic_names(self.settings, event_type)
+        return self.settings.topics(event_type)
 
     @property
     def groups(self) -> list[str]:
