@@ -55,6 +55,19 @@ _rdkafka_log = logging.getLogger("librdkafka.admin")
 _rdkafka_log.setLevel(logging.CRITICAL)
 
 
+# A record routed to a retry tier or the DLQ carries its original value (up to the broker's
+# ~1 MiB default) plus our headers: those topics accept a little more than the main topic,
+# or the copy of a maximal record could never be produced and its partition would stall.
+ROUTED_MAX_MESSAGE_BYTES = 2 * 1_048_576
+
+
+def topic_config(settings: Settings, spec: TopicSpec) -> dict[str, str]:
+    config = {"retention.ms": str(retention_ms(settings, spec))}
+    if spec.role != "main":
+        config["max.message.bytes"] = str(ROUTED_MAX_MESSAGE_BYTES)
+    return config
+
+
 def admin_client(settings: Settings) -> AdminClient:
     config: dict[str, Any] = {**settings.kafka_common_config(), "logger": _rdkafka_log}
     return AdminClient(config)
@@ -80,7 +93,7 @@ def create_topics(settings: Settings) -> list[TopicRow]:
             spec.name,
             num_partitions=settings.topic_partitions,
             replication_factor=settings.topic_replication_factor,
-            config={"retention.ms": str(retention_ms(settings, spec))},
+            config=topic_config(settings, spec),
         )
         for spec in specs
         if spec.name not in existing

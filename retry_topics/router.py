@@ -32,6 +32,8 @@ class DeliveryProducer:
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "message.timeout.ms": 30_000,
+                # Room for a maximal original value plus the retry/DLQ headers (ops/topics.py).
+                "message.max.bytes": 2 * 1_048_576 + 65_536,
             }
         )
         self._stop = threading.Event()
