@@ -359,3 +359,88 @@ def render_text(report: dict[str, Any]) -> str:
     ]
     lines += [f"STALLED and run again: {stall}" for stall in report["stalls"]]
     return "\n".join(lines)
+
+
+# -- running the whole app over a backlog (bench/scaling.py, bench/overhead.py) -------------
+
+
+def last_record_at(engine: Engine, group: str) -> float | None:
+    """Wall-clock time of the group's last event record (stamped just before its commit)."""
+    with engine.connect() as conn:
+        query = text("SELECT max(updated_at) FROM event_records WHERE consumer_group = :g")
+        last = conn.execute(query, {"g": group}).scalar_one()
+        return None if last is None else float(last.timestamp())
+
+
+def run_app_backlog(
+    settings: Settings, engine: Engine, handler: Any, n: int, timeout: float, stall_s: float
+) -> dict[str, Any]:
+    """Run the App with `handler` over a backlog of `n` records already in the main topic.
+
+    Timed from partition assignment to the last event record written (`seconds`); the time
+    until the committed offsets reach the end (`committed_seconds`, polled every 0.2 s, so
+    coarser and including the commit interval) is returned too, with the record statuses.
+    """
+    from consumers.app import App  # the bench helpers above must not need the whole app
+
+    names = names_of(settings)
+    app = App(settings, handlers={EVENT_TYPE: handler})
+    watcher = CommitWatcher(settings.kafka_bootstrap_servers, names.group, names.main)
+    try:
+        app.start()
+        for listener in app.listeners:
+            if not listener.assigned.wait(timeout=60):
+                raise TimeoutError("the app got no partitions within 60 s")
+        t0, t0_wall = time.perf_counter(), time.time()
+        progress = (0, t0)  # committed offsets, when they last moved
+        while True:
+            time.sleep(0.2)
+            if app.failed.is_set():
+                raise RuntimeError("a listener crashed (see stderr)")
+            committed, now = watcher.committed(), time.perf_counter()
+            if committed >= n:
+                committed_s = now - t0
+                break
+            if committed > progress[0]:
+                progress = (committed, now)
+            elif now - progress[1] > stall_s or now - t0 > timeout:
+                raise TimeoutError(
+                    f"{names.group}: {committed}/{n} committed after {now - t0:.0f} s, "
+                    f"none for {now - progress[1]:.0f} s"
+                )
+        statuses = record_statuses(engine, names.group)
+        last = last_record_at(engine, names.group)
+    finally:
+        app.stop()
+        watcher.close()
+    seconds = committed_s if last is None else last - t0_wall
+    return {"seconds": seconds, "committed_seconds": committed_s, "statuses": statuses}
+
+
+def machine_lines(report: dict[str, Any]) -> list[str]:
+    """The report header every benchmark prints: command, machine, versions, services."""
+    m = report["machine"]
+    return [
+        f"command:  {report['command']}",
+        f"machine:  nproc={m['nproc']} (usable {m['cpus_usable']}), {m['platform']}",
+        f"          loadavg start {m['loadavg_at_start']} end {m['loadavg_at_end']}",
+        f"software: Python {m['python']}, confluent-kafka {m['confluent_kafka']}, "
+        f"librdkafka {m['librdkafka']}",
+        f"          {m['postgresql']}",
+        f"services: kafka {m['bootstrap']}, {m['database']}",
+    ]
+
+
+APP_SETTING_NAMES = (
+    "concurrency",
+    "max_in_flight",
+    "write_batch_max",
+    "db_writers_per_listener",
+    "db_pool_size",
+    "commit_interval_s",
+)
+
+
+def app_settings_of(settings: Settings) -> dict[str, Any]:
+    """The settings that shape the app's throughput and latency, for the report."""
+    return {k: getattr(settings, k) for k in APP_SETTING_NAMES if hasattr(settings, k)}

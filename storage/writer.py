@@ -335,7 +335,14 @@ class BatchWriter:
                     "updated_at": stmt.excluded.updated_at,
                 },
             )
-            conn.execute(stmt, list(latest.values()))
+            # RETURNING makes SQLAlchemy send it as multi-row VALUES ("insertmanyvalues");
+            # without it psycopg2's executemany is one round trip per row.
+            conn.execute(stmt.returning(event_records.c.origin_offset), list(latest.values()))
         pure_duplicates = [row for key, row in duplicates.items() if key not in latest]
         if pure_duplicates:
-            conn.execute(insert(event_records).on_conflict_do_nothing(), pure_duplicates)
+            conn.execute(
+                insert(event_records)
+                .on_conflict_do_nothing()
+                .returning(event_records.c.origin_offset),
+                pure_duplicates,
+            )
