@@ -29,6 +29,11 @@ from schemas.codec import InvalidEvent, decode
 log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 500
+# How long the loop waits for in-flight work to drain below MAX_IN_FLIGHT before it pauses
+# the partitions. Pausing makes librdkafka drop what it has prefetched (refetched on resume),
+# so a short wait is cheaper for the brief stalls of normal load; a longer stall (a slow
+# database) still pauses, which keeps consume() and so rebalances going.
+BACKPRESSURE_WAIT_S = 0.25
 
 
 def consumer_config(common: dict[str, Any], group: str) -> dict[str, Any]:
@@ -195,11 +200,11 @@ class Listener:
     # -- pausing and committing -------------------------------------------------------------
 
     def _flow_control(self) -> None:
-        in_flight = self.book.in_flight()
         owned = self.book.owned()
-        if in_flight >= self.max_in_flight:
-            self.pauses.add(owned, "backpressure")
-        elif in_flight <= self.max_in_flight // 2:
+        if self.book.in_flight() >= self.max_in_flight:
+            if not self.book.wait_below(self.max_in_flight, timeout=BACKPRESSURE_WAIT_S):
+                self.pauses.add(owned, "backpressure")
+        elif self.book.in_flight() <= self.max_in_flight // 2:
             self.pauses.remove(owned, "backpressure")
         if self.pipeline.database_down_since is not None:
             self.pauses.add(owned, "database")

@@ -122,6 +122,14 @@ class OffsetBook:
                 timeout=timeout,
             )
 
+    def wait_below(self, limit: int, timeout: float) -> bool:
+        """Block until fewer than `limit` records are in flight, or the timeout passes."""
+        with self._lock:
+            return self._changed.wait_for(
+                lambda: sum(p.in_flight for p in self._partitions.values()) < limit,
+                timeout=timeout,
+            )
+
     def revoke(self, partitions: Iterable[TopicPartitionKey]) -> None:
         with self._lock:
             for tp in partitions:

@@ -3,8 +3,16 @@
     accept (poll thread) -> run (worker) -> write (writer thread) -> finish
                                  \\-> fail -> retry tier | DLQ | hold in place -> finish
 
-Every record ends in `finish`, which marks its offset done and frees its key's lane - and
-only once its outcome is durable (offsets.py rule 2). Nothing here touches the consumer.
+Every record ends in `finish`, which marks its offset done - only once its outcome is durable
+(offsets.py rule 2). Nothing here touches the consumer.
+
+Per-key order (ADR-002): a key's lane is busy while its event is on a worker, and is freed as
+soon as the event is handed on - to the writer (whose per-key queues apply one key's writes
+in submission order, storage/writer.py) or to the producer (a retry tier or the DLQ). So a
+key's next event waits for the previous one's *processing*, not for its commit: the commit
+latency is shared by the batch instead of paid per key. A handler whose `perform` is
+`nothing_outside_the_database` has nothing to run on a worker at all: its events go from the
+poll thread straight to the writer (the hot path of ChemicalStatus and Report).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from confluent_kafka import KafkaError
 
 from consumers.breakers import DependencyGuard
 from consumers.dispatch import KeyedDispatcher
-from consumers.handlers.base import Handler
+from consumers.handlers.base import Handler, nothing_outside_the_database
 from consumers.offsets import OffsetBook
 from consumers.timers import Timers
 from ops import metrics
@@ -73,6 +81,7 @@ class Work:
     replay_count: int = 0
     due_ms: int | None = None
     held: int = 0  # times held in place (database down, breaker open)
+    lane_taken: bool = False  # its key's lane in the dispatcher is busy with it
     # What `perform` returned, kept while the event is held for the database only.
     performed: Any = NOT_PERFORMED
     started: float = field(default_factory=time.monotonic)
@@ -144,13 +153,20 @@ class Pipeline:
         }
         self._seconds = metrics.PROCESSING_SECONDS.labels(event_type)
         self._last_processed = metrics.LAST_PROCESSED.labels(event_type)
+        self._held_database = metrics.HELD.labels(event_type, FailureKind.DATABASE_DOWN.value)
+        # Nothing to do outside the database: no worker hand-off (see the module docstring).
+        self.inline = getattr(type(handler), "perform", None) is nothing_outside_the_database
 
     # -- poll thread ------------------------------------------------------------------------
 
     def accept(self, work: Work) -> None:
         self.book.track(work.tp, work.offset)
         self._in_flight.inc()
-        self.dispatcher.submit(work.lane, partial(self.run, work))
+        if self.inline:
+            self.run(work)
+        else:
+            work.lane_taken = True
+            self.dispatcher.submit(work.lane, partial(self.run, work))
 
     # -- worker threads ---------------------------------------------------------------------
 
@@ -160,7 +176,7 @@ class Pipeline:
             # the new owner processes it (dedup keeps that to one effect). Let it go.
             self.log.info("held_event_abandoned", **work.log_fields())
             self._in_flight.dec()
-            self.dispatcher.release(work.lane)
+            self._release_lane(work)
             return
         if work.due_ms is not None and work.held == 0:
             lateness = max(0, now_ms() - work.due_ms) / 1000
@@ -195,15 +211,43 @@ class Pipeline:
         self._write(work, event, performed)
 
     def _write(self, work: Work, event: Event, performed: Any) -> None:
-        self.writer.submit(
-            WriteRequest(
-                **self._identity(work),
-                status=Status.SUCCEEDED,
-                apply=partial(self.handler.apply, event=event, performed=performed),
-                processing_ms=int((time.monotonic() - work.started) * 1000),
-                on_done=partial(self.written, work, performed),
-            )
+        request = WriteRequest(
+            **self._identity(work),
+            status=Status.SUCCEEDED,
+            apply=partial(self.handler.apply, event=event, performed=performed),
+            processing_ms=int((time.monotonic() - work.started) * 1000),
+            on_done=partial(self.written, work, performed),
         )
+        self._hand_off(work, partial(self.writer.submit, request, work.lane))
+
+    def _hand_off(self, work: Work, send: Callable[[], None]) -> None:
+        """Pass the event on (writer or producer), then free its lane for the key's next event.
+
+        The flag is cleared *before* sending: the completion may run on another thread before
+        `send` even returns, and must not free the lane a second time. The lane is freed only
+        *after* sending, so the key's next event cannot overtake this one in the writer."""
+        taken, work.lane_taken = work.lane_taken, False
+        try:
+            send()
+        finally:
+            if taken:
+                self.dispatcher.release(work.lane)
+
+    def _release_lane(self, work: Work) -> None:
+        if work.lane_taken:
+            work.lane_taken = False
+            self.dispatcher.release(work.lane)
+
+    def database_unavailable(self, down: bool, held: int) -> None:
+        """The writer holds `held` writes until the database answers (storage/writer.py)."""
+        if not down:
+            self.database_down_since = None
+            self.log.info("database_available_again")
+            return
+        self._held_database.inc(held)
+        if self.database_down_since is None:
+            self.database_down_since = time.monotonic()
+            self.log.warning("database_unavailable_writes_held", held=held)
 
     # -- writer / delivery threads ----------------------------------------------------------
 
@@ -299,20 +343,31 @@ class Pipeline:
                 **work.log_fields(),
             )
 
+        def not_routed(err: object) -> None:
+            """Keep it in flight (its offset uncommitted) and try again later."""
+            self.log.error("route_failed", to_topic=topic, error=str(err), **work.log_fields())
+            metrics.HELD.labels(self.event_type, "route_failed").inc()
+            work.held += 1
+            self.timers.call_later(
+                hold_delay_s(work.held, self.rng),
+                partial(self._route, work, error, kind, topic, decision),
+            )
+
         def delivered(err: KafkaError | None) -> None:
-            if err is not None:  # not routed: keep it in flight and try again
-                self.log.error("route_failed", to_topic=topic, error=str(err), **work.log_fields())
-                work.held += 1
-                self.timers.call_later(
-                    hold_delay_s(work.held, self.rng),
-                    partial(self._route, work, error, kind, topic, decision),
-                )
+            if err is not None:
+                not_routed(err)
                 return
             self.record(work, status, error_text)
 
-        self.producer.produce(
-            topic, key=work.key, value=work.value, headers=headers, on_delivery=delivered
-        )
+        def send() -> None:
+            try:
+                self.producer.produce(
+                    topic, key=work.key, value=work.value, headers=headers, on_delivery=delivered
+                )
+            except Exception as exc:  # refused at once (queue full, too large): same as above
+                not_routed(exc)
+
+        self._hand_off(work, send)
 
     def record(self, work: Work, status: Status, error: str | None) -> None:
         """Write the event record of a non-success outcome, then finish."""
@@ -327,7 +382,8 @@ class Pipeline:
             if isinstance(result, BaseException):  # database down: keep trying, do not lose it
                 work.held += 1
                 self.timers.call_later(
-                    hold_delay_s(work.held, self.rng), partial(self.writer.submit, request)
+                    hold_delay_s(work.held, self.rng),
+                    partial(self.writer.submit, request, work.lane),
                 )
                 return
             self.finish(work, outcome)
@@ -339,7 +395,7 @@ class Pipeline:
             processing_ms=int((time.monotonic() - work.started) * 1000),
             on_done=recorded,
         )
-        self.writer.submit(request)
+        self._hand_off(work, partial(self.writer.submit, request, work.lane))
 
     def finish(self, work: Work, outcome: str) -> None:
         elapsed = time.monotonic() - work.started
@@ -350,7 +406,7 @@ class Pipeline:
         if outcome in ("success", "duplicate"):
             self.log.debug("event_processed", outcome=outcome, **work.log_fields())
         self.book.mark_done(work.tp, work.offset)
-        self.dispatcher.release(work.lane)
+        self._release_lane(work)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -42,6 +42,16 @@ class DependencyDownError(HandlerError):
         self.dependency = dependency
 
 
+def nothing_outside_the_database(self: Any, event: Event) -> None:
+    """The `perform` of a handler whose whole effect is its `apply` (database only).
+
+    Assign it (`perform = nothing_outside_the_database`) rather than writing an empty method:
+    the pipeline recognises it and hands such events from the poll thread straight to the
+    writer, with no worker thread in between. A subclass that overrides `perform` gets the
+    worker pool back automatically."""
+    return None
+
+
 class Handler(Protocol):
     event_type: ClassVar[str]
     # Name of the circuit breaker guarding `perform`, or None when it touches only the DB.

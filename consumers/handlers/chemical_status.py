@@ -15,6 +15,7 @@ from sqlalchemy import and_, func, insert, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from consumers.handlers.base import nothing_outside_the_database
 from consumers.settings import Settings
 from schemas.events import ChemicalStatusPayload, Event
 from storage.models import chemical_status_history, chemicals
@@ -38,9 +39,8 @@ class ChemicalStatusHandler:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def perform(self, event: Event) -> None:
-        """Nothing happens outside the database for a status change."""
-        return None
+    # Nothing happens outside the database for a status change.
+    perform = nothing_outside_the_database
 
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Upsert the status unless a newer one is in place, then record the event."""

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from consumers.handlers.base import PermanentError
+from consumers.handlers.base import PermanentError, nothing_outside_the_database
 from consumers.settings import Settings
 from schemas.events import Event, ReportPayload
 from storage.models import chemicals, reports
@@ -38,9 +38,8 @@ class ReportHandler:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    def perform(self, event: Event) -> None:
-        """Nothing outside the database: the report is built from the database in `apply`."""
-        return None
+    # Nothing happens outside the database (the report is built from it in `apply`).
+    perform = nothing_outside_the_database
 
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Render and insert the report; raise PermanentError on a report id conflict."""
