@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup deps infra-up infra-down kafka-up kafka-down postgres-up postgres-down \
-        topics run test test-unit test-integration lint fmt bench demo soak clean
+        topics run test test-unit test-integration lint fmt audit bench demo soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -66,6 +66,9 @@ lint: setup  ## ruff + mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+audit: setup  ## known-vulnerability audit of the installed dependencies (pip-audit)
+	BIN=$(BIN) scripts/audit.sh
 
 fmt: setup  ## format the code
 	$(BIN)/ruff check --fix .
