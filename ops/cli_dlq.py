@@ -1,8 +1,9 @@
 """`qchem-events dlq ...`: the DLQ runbook commands (summary, list, show, replay, purge).
 
-The logic is in ops/dlq.py (reading, filters, JSON) and ops/dlq_replay.py (replay, purge);
-this module parses arguments and prints. Exit codes as everywhere: 0 fine, 1 a problem found,
-2 a usage error - always one line on stderr.
+The logic is in ops/dlq.py (reading, filters), ops/dlq_replay.py (replay, purge) and
+ops/dlq_render.py (the JSON and text of records and summaries); this module parses arguments
+and prints. Exit codes as everywhere: 0 fine, 1 a problem found, 2 a usage error - always one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import typer
 
 from ops.dlq import (
     DlqProblem,
-    DlqRecord,
     DlqUsageError,
     Filters,
     dlq_topic,
@@ -25,8 +25,14 @@ from ops.dlq import (
     parse_ref,
     parse_time,
     read_one,
-    record_to_json,
     resolve_type,
+)
+from ops.dlq_render import (
+    record_to_json,
+    render_list,
+    render_record,
+    render_replay,
+    render_summary,
     summarize,
 )
 
@@ -127,13 +133,6 @@ def _confirm(question: str) -> None:
         fail("cancelled: nothing changed", 1)
 
 
-def _bounded(data: bytes | None, limit: int = 300) -> str:
-    if data is None:
-        return "(null)"
-    text = data[:limit].decode("utf-8", "backslashreplace")
-    return text + (f"... ({len(data)} bytes)" if len(data) > limit else "")
-
-
 @contextmanager
 def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr when it is a terminal (rich if installed, else typer's)."""
@@ -176,20 +175,8 @@ def summary(event_type: TypeOpt = None, as_json: JsonFlag = False) -> None:
                 chosen = select_records(s, engine, t, Filters())
                 row = summarize(t, chosen.topic, chosen.records, chosen.replayed)
                 rows.append({**row, "hidden_by_purge": chosen.hidden})
-    lines = []
-    for row in rows:
-        lines.append(
-            f"{row['event_type']:<15} {row['count']:>7} records  {row['replayed']} replayed  "
-            f"{row['hidden_by_purge']} hidden  oldest {row['oldest'] or '-'}  "
-            f"newest {row['newest'] or '-'}  ({row['topic']})"
-        )
-        lines += [
-            f"    {g['count']:>7}  {g['error_class']:<28} {g['failure_kind']:<16} "
-            f"{g['oldest']} .. {g['newest']}"
-            for g in row["by_error"]
-        ]
     total = sum(row["count"] for row in rows)
-    emit({"event_types": rows, "total": total}, as_json, "\n".join([*lines, f"total {total}"]))
+    emit({"event_types": rows, "total": total}, as_json, render_summary(rows, total))
 
 
 @dlq_app.command("list")
@@ -229,32 +216,7 @@ def list_records(
     if filters.limit is not None:
         chosen = chosen[: filters.limit]
     data = [record_to_json(r, replayed=mark, force_base64=force_base64) for r, mark in chosen]
-    lines = []
-    for record, mark in chosen:
-        lines.append(
-            f"{record.ref}  {iso(record.timestamp_ms)}  attempt={_v(record.attempt)}  "
-            f"replays={record.replay_count}  {_v(record.failure_kind)}/{_v(record.dlq_reason)}  "
-            f"event={_v(record.event_id)}" + ("  [replayed]" if mark else "")
-        )
-        lines.append(
-            f"    error:   {_v(record.error_class)}: {_bounded_text(record.error_message)}"
-        )
-        lines.append(f"    origin:  {_origin(record)}")
-        lines.append(f"    payload: {_bounded(record.value)}")
-    emit(data, as_json, "\n".join([*lines, f"{len(chosen)} records"]))
-
-
-def _v(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def _bounded_text(text: str | None, limit: int = 300) -> str:
-    return _bounded(text.encode()) if text is not None else "-"
-
-
-def _origin(record: DlqRecord) -> str:
-    o = record.origin
-    return "-" if o is None else f"{o.topic}:{o.partition}:{o.offset} at {iso(o.timestamp_ms)}"
+    emit(data, as_json, render_list(chosen))
 
 
 @dlq_app.command()
@@ -286,38 +248,7 @@ def show(
         with _engine(s) as engine:
             mark = replayed_positions(engine, dlq_topic(s, t)).get(record.position)
     data = {**record_to_json(record, replayed=mark), "error_stack": record.error_stack}
-    emit(data, as_json, _render_one(record, mark))
-
-
-def _render_one(record: DlqRecord, mark: dict[str, Any] | None) -> str:
-    payload = record.value or b""
-    try:
-        body, encoding = payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        import base64
-
-        body, encoding = base64.b64encode(payload).decode(), "base64"
-    lines = [
-        f"record         {record.ref}  ({record.topic} partition {record.partition} "
-        f"offset {record.offset})",
-        f"dead-lettered  {iso(record.timestamp_ms)}",
-        f"event id       {record.event_id or '-'}",
-        f"origin         {_origin(record)}",
-        f"group          {_v(record.group)}",
-        f"attempts       {_v(record.attempt)}  (first failure {_v(iso(record.first_failure_ms))})",
-        f"failure        {_v(record.failure_kind)} (dlq reason: {_v(record.dlq_reason)})",
-        f"error          {_v(record.error_class)}: {_v(record.error_message)}",
-        f"replays        {record.replay_count} (last replay id {record.replay_id or '-'})"
-        + (f"; replayed by {mark['replay_id']} at {mark['replayed_at']}" if mark else ""),
-        f"key            {_bounded(record.key, 1000)}",
-        "headers",
-        *(f"  {name}: {_bounded(value, 200)}" for name, value in record.headers),
-        f"payload ({len(payload)} bytes, {encoding})",
-        body,
-        "stack",
-        record.error_stack or "-",
-    ]
-    return "\n".join(lines)
+    emit(data, as_json, render_record(record, mark))
 
 
 # -- replay, purge -----------------------------------------------------------------------------
@@ -379,17 +310,7 @@ def replay(
                     dry_run=dry_run,
                     on_progress=advance,
                 )
-    verb = "would replay" if dry_run else "replayed"
-    count = len(plan.to_send) if dry_run else outcome.replayed
-    lines = (
-        [f"{r.ref}  event={r.event_id}  {r.error_class}" for r in plan.to_send] if dry_run else []
-    )
-    lines.append(
-        f"{'dry run: ' if dry_run else ''}{verb} {count}, skipped {outcome.skipped} already "
-        f"replayed, failed {len(outcome.failed)} (replay id {outcome.replay_id})"
-    )
-    lines += [f"failed: {ref}" for ref in outcome.failed]
-    emit(outcome.as_json(plan), as_json, "\n".join(lines))
+    emit(outcome.as_json(plan), as_json, render_replay(plan, outcome, dry_run))
     if outcome.failed:
         raise typer.Exit(1)
 

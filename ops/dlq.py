@@ -6,12 +6,12 @@ watermark - it never joins (or commits for) the application's consumer groups. E
 records by error class, time (the DLQ record's timestamp: when it was dead-lettered),
 partition and event id. Records hidden by a filter purge (`dlq_purged_records`) are left out;
 records already replayed (`dlq_replayed_records`) are flagged. Replay and purge live in
-ops/dlq_replay.py. Pure parts (parsing, filters, JSON, summary) are unit-tested.
+ops/dlq_replay.py; the JSON form, summary and terminal text in ops/dlq_render.py. Pure parts
+(parsing, filters) are unit-tested.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -235,120 +235,6 @@ class Filters:
             "event_ids": sorted(self.event_ids),
             "limit": self.limit,
         }
-
-
-# -- JSON (what `dlq list --json` prints and scripts/ replay tools read) ---------------------
-
-
-def encode_bytes(data: bytes | None, force_base64: bool = False) -> tuple[str | None, str]:
-    """(text, encoding): UTF-8 text when the bytes are valid UTF-8, else base64."""
-    if data is None:
-        return None, "utf-8"
-    if not force_base64:
-        try:
-            return data.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            pass
-    return base64.b64encode(data).decode("ascii"), "base64"
-
-
-def decode_bytes(text: str | None, encoding: str) -> bytes | None:
-    if text is None:
-        return None
-    if encoding == "base64":
-        return base64.b64decode(text, validate=True)
-    if encoding == "utf-8":
-        return text.encode("utf-8")
-    raise ValueError(f"unknown encoding {encoding!r}")
-
-
-def record_to_json(
-    record: DlqRecord, *, replayed: dict[str, Any] | None = None, force_base64: bool = False
-) -> dict[str, Any]:
-    key, key_encoding = encode_bytes(record.key, force_base64)
-    value, value_encoding = encode_bytes(record.value, force_base64)
-    headers_binary = force_base64 or any(encode_bytes(v)[1] == "base64" for _n, v in record.headers)
-    origin = record.origin
-    return {
-        "ref": record.ref,
-        "event_type": record.event_type,
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "timestamp": record.timestamp_ms,
-        "timestamp_iso": iso(record.timestamp_ms),
-        "key": key,
-        "key_encoding": key_encoding,
-        "value": value,
-        "value_encoding": value_encoding,
-        "headers": [[n, encode_bytes(v, headers_binary)[0]] for n, v in record.headers],
-        "headers_encoding": "base64" if headers_binary else "utf-8",
-        "event_id": record.event_id,
-        "error_class": record.error_class,
-        "error_message": record.error_message,
-        "failure_kind": record.failure_kind,
-        "dlq_reason": record.dlq_reason,
-        "attempt": record.attempt,
-        "first_failure": iso(record.first_failure_ms),
-        "replay_count": record.replay_count,
-        "replay_id": record.replay_id,
-        "origin": None
-        if origin is None
-        else {
-            "topic": origin.topic,
-            "partition": origin.partition,
-            "offset": origin.offset,
-            "timestamp": origin.timestamp_ms,
-        },
-        "replayed": replayed,
-    }
-
-
-def record_from_json(obj: dict[str, Any]) -> dict[str, Any]:
-    """The bytes of a `dlq list --json` item: topic, partition, offset, timestamp, key,
-    value, headers (a list of (name, bytes)) - what a replay script produces again."""
-    header_encoding = obj.get("headers_encoding", "utf-8")
-    return {
-        "topic": obj["topic"],
-        "partition": obj["partition"],
-        "offset": obj["offset"],
-        "timestamp": obj["timestamp"],
-        "key": decode_bytes(obj["key"], obj.get("key_encoding", "utf-8")),
-        "value": decode_bytes(obj["value"], obj.get("value_encoding", "utf-8")),
-        "headers": [(n, decode_bytes(v, header_encoding) or b"") for n, v in obj["headers"]],
-    }
-
-
-# -- summary -----------------------------------------------------------------------------------
-
-
-def summarize(
-    event_type: str, topic: str, records: Sequence[DlqRecord], replayed: Iterable[tuple[int, int]]
-) -> dict[str, Any]:
-    """Counts by error class and failure kind, with oldest/newest DLQ timestamps."""
-    done = set(replayed)
-    groups: dict[tuple[str, str], list[int]] = {}
-    for r in records:
-        groups.setdefault((r.error_class or "-", r.failure_kind or "-"), []).append(r.timestamp_ms)
-    stamps = [r.timestamp_ms for r in records]
-    return {
-        "event_type": event_type,
-        "topic": topic,
-        "count": len(records),
-        "replayed": sum(1 for r in records if r.position in done),
-        "oldest": iso(min(stamps)) if stamps else None,
-        "newest": iso(max(stamps)) if stamps else None,
-        "by_error": [
-            {
-                "error_class": error_class,
-                "failure_kind": kind,
-                "count": len(times),
-                "oldest": iso(min(times)),
-                "newest": iso(max(times)),
-            }
-            for (error_class, kind), times in sorted(groups.items(), key=lambda g: -len(g[1]))
-        ],
-    }
 
 
 # -- Kafka and PostgreSQL ----------------------------------------------------------------------

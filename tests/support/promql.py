@@ -2,7 +2,8 @@
 
 * `queried_metric_names()` - every metric name in the `expr` of the Prometheus rules and in the
   dashboard's queries (`targets[].expr`, template variables). Recording rules (names with a
-  colon) are resolved to the metrics their own expressions use.
+  colon) are resolved to the metrics their own expressions use. Series Prometheus writes
+  itself for each scrape (`up`, `scrape_*`) are left out: no application exports them.
 * `registered_metric_names()` - the sample names a prometheus_client registry exports (after
   `import ops.metrics`), including the names of labelled metrics that have no child yet.
 * `exposed_metric_names(text)` - the same, from a /metrics page of a running application.
@@ -67,6 +68,17 @@ KEYWORDS = frozenset(
         "end",
         "inf",
         "nan",
+    }
+)
+
+# Series Prometheus itself writes for every scrape of a target: no application exports them.
+SCRAPE_SERIES = frozenset(
+    {
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
     }
 )
 
@@ -192,11 +204,12 @@ def queries(
 def metric_uses(
     rules: Path = RULES_FILE, dashboards: Iterable[Path] = (DASHBOARD_FILE,)
 ) -> dict[str, list[str]]:
-    """{metric name: the sources of the expressions that use it}."""
+    """{application metric name: the sources of the expressions that use it} - without the
+    series Prometheus writes itself (`SCRAPE_SERIES`)."""
     _queries, records = rule_queries(rules)
     uses: dict[str, list[str]] = {}
     for query in queries(rules, dashboards):
-        for name in resolved_metric_names(query.expr, records):
+        for name in resolved_metric_names(query.expr, records) - SCRAPE_SERIES:
             uses.setdefault(name, []).append(query.source)
     return uses
 
@@ -204,7 +217,7 @@ def metric_uses(
 def queried_metric_names(
     rules: Path = RULES_FILE, dashboards: Iterable[Path] = (DASHBOARD_FILE,)
 ) -> set[str]:
-    """Every metric name the alert/recording rules and the dashboards query."""
+    """Every application metric name the alert/recording rules and the dashboards query."""
     return set(metric_uses(rules, dashboards))
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
 from ops.devservers import SmtpSink
-from ops.dlq import record_from_json
+from ops.dlq_render import record_from_json
 from ops.topics import create_topics
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames

@@ -34,6 +34,8 @@ EXPECTED_ALERTS: dict[str, tuple[str, str | None, str]] = {
     "QchemDlqOver100": ("P0", None, "README.md#dlq-runbook"),  # DLQ count > 100 events
     "QchemSuccessRateLow": ("P0", "5m", "README.md#dlq-runbook"),  # success < 95% for 5 min
     "QchemNothingProcessed": ("P0", None, "README.md#operations"),  # none in 10 minutes
+    # Not in the document: without it nothing pages when the application itself is gone.
+    "QchemApplicationDown": ("P0", "2m", "README.md#application-down-runbook"),  # scrape fails
     # P1 - next business day
     "QchemRetryRateHigh": ("P1", "1h", "README.md#high-retry-rate-runbook"),  # > 10% for 1 h
     "QchemProcessingSlow": ("P1", "10m", "README.md#high-retry-rate-runbook"),  # average > 2 s
@@ -201,6 +203,14 @@ def test_metric_name_extraction() -> None:
         "a",
         "b",
     }
+
+
+def test_prometheus_scrape_series_are_not_application_metrics() -> None:
+    """`up` (QchemApplicationDown) is written by Prometheus for each scrape, not exported."""
+    queries, _records = promql.rule_queries()
+    assert any("up" in promql.metric_names(q.expr) for q in queries)
+    assert "up" not in promql.metric_uses()
+    assert "qchem_events_processed_total" in promql.metric_uses()
 
 
 def test_every_queried_metric_is_defined_in_ops_metrics() -> None:
