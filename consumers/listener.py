@@ -29,6 +29,9 @@ from schemas.codec import InvalidEvent, decode
 log = structlog.get_logger(__name__)
 
 BATCH_SIZE = 500
+# Retry records fetched before their due time wait in memory, per partition, up to this many;
+# then the partition is paused until half of them have been handed over.
+MAX_NOT_DUE = 1000
 # How long the loop waits for in-flight work to drain below MAX_IN_FLIGHT before it pauses
 # the partitions. Pausing makes librdkafka drop what it has prefetched (refetched on resume),
 # so a short wait is cheaper for the brief stalls of normal load; a longer stall (a slow
@@ -159,13 +162,15 @@ class Listener:
         waiting = self.not_due.get(tp)
         if waiting is not None or (work.due_ms is not None and work.due_ms > now_ms()):
             # Not due yet: keep it (and everything after it on this partition, to keep the
-            # order) until its due time, and stop fetching the partition meanwhile. These
-            # records are not tracked, so no commit can pass them; a rebalance just drops
-            # them and the next owner reads them again.
+            # order) until its due time. These records are not tracked, so no commit can pass
+            # them; a rebalance just drops them and the next owner reads them again. The
+            # partition keeps being fetched (a pause would make the records behind this one
+            # a fetch round trip late when it resumes) until MAX_NOT_DUE records wait.
             if waiting is None:
                 waiting = self.not_due[tp] = deque()
-                self.pauses.add([tp], "due")
             waiting.append(work)
+            if len(waiting) >= MAX_NOT_DUE:
+                self.pauses.add([tp], "due")
             return
         self.pipeline.accept(work)
 
@@ -175,9 +180,10 @@ class Listener:
         for tp, waiting in list(self.not_due.items()):
             while waiting and (waiting[0].due_ms or 0) <= now:
                 self.pipeline.accept(waiting.popleft())
+            if len(waiting) <= MAX_NOT_DUE // 2:
+                self.pauses.remove([tp], "due")
             if not waiting:
                 del self.not_due[tp]
-                self.pauses.remove([tp], "due")
 
     def _read_retry_headers(self, work: Work, headers: Any) -> None:
         try:

@@ -1,9 +1,10 @@
 """Why each partition is paused, so that one reason's end never resumes another's pause.
 
 A partition can be paused for several reasons at once: too much in flight
-("backpressure"), a retry record not yet due ("due"), the dependency's breaker open
-("breaker"), shutting down ("shutdown"). It is resumed only when no reason is left. Pausing
-never stops heartbeats or other partitions: librdkafka keeps the group session alive.
+("backpressure"), too many retry records waiting for their due time ("due"), the
+dependency's breaker open ("breaker"), shutting down ("shutdown"). It is resumed only when
+no reason is left. Pausing never stops heartbeats or other partitions: librdkafka keeps the
+group session alive.
 """
 
 from __future__ import annotations
