@@ -379,9 +379,15 @@ def run_app_backlog(
 
     Timed from partition assignment to the last event record written (`seconds`); the time
     until the committed offsets reach the end (`committed_seconds`, polled every 0.2 s, so
-    coarser and including the commit interval) is returned too, with the record statuses.
+    coarser and including the commit interval) is returned too, with the record statuses and
+    the successes counted by the app's own metric (which no TRUNCATE by a test can undo).
     """
+    from prometheus_client import REGISTRY
+
     from consumers.app import App  # the bench helpers above must not need the whole app
+
+    labels = {"event_type": EVENT_TYPE, "outcome": "success"}
+    before = REGISTRY.get_sample_value("qchem_events_processed_total", labels) or 0.0
 
     names = names_of(settings)
     app = App(settings, handlers={EVENT_TYPE: handler})
@@ -414,7 +420,13 @@ def run_app_backlog(
         app.stop()
         watcher.close()
     seconds = committed_s if last is None else last - t0_wall
-    return {"seconds": seconds, "committed_seconds": committed_s, "statuses": statuses}
+    after = REGISTRY.get_sample_value("qchem_events_processed_total", labels) or 0.0
+    return {
+        "seconds": seconds,
+        "committed_seconds": committed_s,
+        "statuses": statuses,
+        "succeeded": int(after - before),
+    }
 
 
 def machine_lines(report: dict[str, Any]) -> list[str]:

@@ -12,6 +12,8 @@ Variants (rounds interleaved, the order rotated each round, so noise hits all of
                commits. Timed from partition assignment to the last event record written
                (max(updated_at) of the group's records); the time until the committed offsets
                reach the end offsets is reported too.
+* faststream, faststream-batch - the same job on FastStream, written as its docs teach
+               (bench/faststream_job.py): per-message and batch subscribers, timed alike.
 
 Each round produces the dataset to a fresh prefix (not timed) and deletes the topics after.
 """
@@ -34,19 +36,22 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
+from bench import faststream_job as fs
 from consumers.app import App
+from consumers.handlers.base import nothing_outside_the_database
 from consumers.settings import Settings
 from ops.logging import configure
 from schemas.codec import decode
 from schemas.events import Event
 from storage.db import migrate
 
-DEFAULT_VARIANTS = ("raw-json", "raw-decode", "app-c1", "app-c10")
+DEFAULT_VARIANTS = ("raw-json", "raw-decode", "app-c1", "app-c10", *fs.VARIANTS)
 BASELINE = "raw-json"
 DESCRIPTIONS = {
     "raw-json": "raw consume(500) loop + json.loads",
     "raw-decode": "raw consume(500) loop + schemas.codec.decode",
     "app": "consumers.app.App, no-op handler, CONCURRENCY={n}",
+    **fs.DESCRIPTIONS,
 }
 POLL_S = 0.2
 
@@ -57,13 +62,14 @@ class Stalled(RuntimeError):
 
 
 class NoopHandler:
-    """A Report handler that does nothing: only the framework's own work is measured."""
+    """A Report handler that does nothing: only the framework's own work is measured.
+
+    Database-only, like the real ChemicalStatus and Report handlers, so it takes their path
+    (no worker thread; consumers/processing.py). bench/scaling.py measures the worker path."""
 
     event_type: ClassVar[str] = c.EVENT_TYPE
     dependency: ClassVar[str | None] = None
-
-    def perform(self, event: Event) -> None:
-        return None
+    perform = nothing_outside_the_database
 
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         pass
@@ -203,6 +209,25 @@ def run_app(
     )
 
 
+def run_faststream(
+    variant: str, args: argparse.Namespace, engine: Engine, topic: str, group: str, n: int
+) -> RoundResult:
+    out = fs.run(variant, args.bootstrap, topic, group, engine, n, args.timeout, args.stall_timeout)
+    if out.statuses.get("succeeded") != n:
+        c.warn(f"{group}: event records {out.statuses} for {n} events (truncated by others?)")
+    return RoundResult(
+        round=0,
+        events=n,
+        processed=out.succeeded,
+        seconds=out.records_seconds,
+        rate=n / out.records_seconds,
+        committed_seconds=out.committed_seconds,
+        committed_rate=n / out.committed_seconds,
+        statuses=out.statuses,
+        write_batch_mean=out.write_batch_mean,
+    )
+
+
 def run_round(
     variant: str, round_no: int, data: list[c.Record], args: argparse.Namespace, engine: Engine
 ) -> RoundResult:
@@ -222,6 +247,13 @@ def run_round(
             validate = variant == "raw-decode"
             ns = run_raw(args.bootstrap, names.main, group, n, validate, args.timeout)
             result = RoundResult(round_no, n, n, ns / 1e9, n / (ns / 1e9))
+        elif variant in fs.VARIANTS:
+            group = f"{settings.topic_prefix}-{variant}"  # its own rows, apart from the app's
+            groups.append(group)
+            if args.truncate:
+                c.truncate(engine)
+            result = run_faststream(variant, args, engine, names.main, group, n)
+            result.round = round_no
         else:
             groups.append(names.group)
             concurrency = int(variant.removeprefix("app-c"))
@@ -325,12 +357,13 @@ def main(argv: list[str] | None = None) -> int:
             for variant in args.variants[shift:] + args.variants[:shift]:
                 try:
                     result = run_round(variant, round_no, data, args, engine)
-                except Stalled as exc:
+                except (Stalled, fs.Stalled) as exc:
                     stalls.append(f"round {round_no} {variant}: {exc}")
                     c.warn(f"STALLED, running the round again: {stalls[-1]}")
                     result = run_round(variant, round_no, data, args, engine)
                 results[variant].append(result)
                 c.warn(f"round {round_no} {variant}: {result.rate:,.0f} ev/s")
+        variants = summarise(results)
         machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         report = {
             "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
@@ -354,12 +387,14 @@ def main(argv: list[str] | None = None) -> int:
                 },
             },
             "baseline": BASELINE,
-            "variants": summarise(results),
+            "variants": variants,
+            "versus_faststream": fs.versus(variants),
             "stalls": stalls,  # rounds abandoned for lack of progress and run again
         }
     finally:
         engine.dispose()
-    print(json.dumps(report, indent=2) if args.json else c.render_text(report))
+    text_report = c.render_text(report) + fs.render_versus(fs.versus(variants))
+    print(json.dumps(report, indent=2) if args.json else text_report)
     return 0
 
 
