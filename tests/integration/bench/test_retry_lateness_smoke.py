@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.support.bench import run_smoke
 
 pytestmark = pytest.mark.integration
 
 
 def test_retry_lateness_smoke_measures_every_retry(kafka_bootstrap: str, database_url: str) -> None:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": database_url}
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.retry_lateness", "--smoke", "--json"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, f"bench failed:\n{result.stderr[-4000:]}"
-    report = json.loads(result.stdout)
+    report = run_smoke("bench.retry_lateness", kafka_bootstrap, database_url, timeout=180)
 
     cfg = report["config"]
     events = cfg["events"]
