@@ -84,5 +84,12 @@ demo: setup infra-up  ## run the five production scenarios and print their dashb
 soak:  ## the fault suite at 6x scale (events and durations), about 30-40 minutes
 	QCHEM_SOAK_SCALE=$${QCHEM_SOAK_SCALE:-6} $(BIN)/pytest tests/integration/faults -s
 
-bench: setup infra-up  ## throughput benchmark against the raw consume loop (see BENCHMARKS.md)
+bench: setup infra-up  ## the six benchmarks at full size, about 45 minutes (BENCHMARKS.md)
 	$(BIN)/python -m bench.throughput --events $${EVENTS:-200000} --rounds $${ROUNDS:-3}
+	$(BIN)/python -m bench.throughput --events 20000 --rounds 1 --variants raw-json,app-c10,faststream
+	$(BIN)/python -m bench.scaling --rounds 3
+	$(BIN)/python -m bench.retry_lateness --events 10000 --spreads 0,20,60 --rounds 1
+	$(BIN)/python -m bench.cascade --events 1000 --rounds 3
+	$(BIN)/python -m bench.memory --events 1000000 --max-seconds 400
+	$(BIN)/python -m bench.overhead --rounds 3
+	$(BIN)/python -m bench.overhead --rounds 3 --seconds 12 --rate 1000
