@@ -201,7 +201,8 @@ class BatchWriter:
                     source.put(None)  # let the loop finish this batch, then stop
                     break
                 batch.append(nxt)
-            self._write(batch)
+            for part in _without_repeats(batch):
+                self._write(part)
 
     def _write(self, batch: list[WriteRequest]) -> None:
         started = datetime.now(UTC)
@@ -366,6 +367,29 @@ class BatchWriter:
         pure_duplicates = [row for key, row in duplicates.items() if key not in latest]
         if pure_duplicates:
             _values(conn, INSERT_DUPLICATE_RECORDS, pure_duplicates)
+
+
+def _without_repeats(batch: list[WriteRequest]) -> list[list[WriteRequest]]:
+    """Consecutive parts of `batch`, none holding two successes with the same dedup key.
+
+    Within one transaction, a second copy of an event (same event id, or same origin) is
+    judged against the first copy's dedup row - inserted in the same statement - even when
+    the first copy's effect then fails and its row is removed again: the second would be
+    called a duplicate of an effect that was never applied. Written in separate transactions,
+    in order, the second copy is judged against what the first one left committed."""
+    parts: list[list[WriteRequest]] = [[]]
+    ids: set[str | None] = set()
+    origins: set[OriginKey] = set()
+    for request in batch:
+        if request.status is Status.SUCCEEDED:
+            if request.event_id in ids or request.origin_key in origins:
+                parts.append([])
+                ids.clear()
+                origins.clear()
+            ids.add(request.event_id)
+            origins.add(request.origin_key)
+        parts[-1].append(request)
+    return parts
 
 
 # The two statements every event pays for, as plain SQL run with psycopg2's execute_values:

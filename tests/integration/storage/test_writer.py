@@ -132,3 +132,43 @@ def test_a_lost_connection_holds_the_writes_and_applies_them_once_in_order(
     # ... and the attempts that committed ran in submission order.
     last_run = {seq: i for i, seq in enumerate(applied)}
     assert sorted(last_run, key=last_run.__getitem__) == list(range(total))
+
+
+def test_a_second_copy_in_the_same_batch_is_not_a_duplicate_of_a_failed_first_copy(
+    db_engine: Engine,
+) -> None:
+    """Two records with one event id in one batch: the first copy's effect fails, so the
+    second must be applied, not called a duplicate of an effect that never happened. A third
+    copy, after the second succeeded, is the duplicate."""
+    event_id = str(uuid.uuid4())
+    results = Results(3)
+    gate = threading.Event()
+    applied: list[int] = []
+
+    def blocker(_conn: Connection) -> None:
+        gate.wait(5)  # hold the writer so that the three copies queue up: one batch
+
+    def failing(_conn: Connection) -> None:
+        raise ValueError("value too long for its column")
+
+    def succeeding(_conn: Connection) -> None:
+        applied.append(1)
+
+    writer = BatchWriter(db_engine, writers=1, batch_max=100)
+    try:
+        writer.submit(request("g-blocker", 99, blocker, Results(1)), "one-key")
+        copies = [failing, succeeding, succeeding]
+        for offset, apply in enumerate(copies):
+            req = request("g-copies", offset, apply, results)
+            req.event_id = event_id
+            writer.submit(req, "one-key")
+        gate.set()
+        results.wait()
+    finally:
+        writer.close()
+    first, second, third = results.values
+    assert isinstance(first, ValueError)
+    assert second is WriteResult.APPLIED, second
+    assert third is WriteResult.DUPLICATE, third
+    assert applied == [1]
+    assert count(db_engine, dedup_keys, "g-copies") == 1
