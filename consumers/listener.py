@@ -20,7 +20,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumers.offsets import OffsetBook, TopicPartitionKey
 from consumers.pausing import PauseBook
-from consumers.processing import Pipeline, Work, now_ms
+from consumers.processing import Pipeline
+from consumers.work import Work, now_ms
 from ops import metrics
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames

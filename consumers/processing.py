@@ -20,8 +20,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -33,6 +32,7 @@ from consumers.dispatch import KeyedDispatcher
 from consumers.handlers.base import Handler, nothing_outside_the_database
 from consumers.offsets import OffsetBook
 from consumers.timers import Timers
+from consumers.work import NOT_PERFORMED, Work, now_ms
 from ops import metrics
 from ops.logging import redact_payload
 from retry_topics import headers as rh
@@ -48,62 +48,10 @@ from retry_topics.policy import (
     hold_delay_s,
 )
 from retry_topics.router import DeliveryProducer
-from schemas.codec import InvalidEvent
 from schemas.events import Event
 from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
 
 log = structlog.get_logger(__name__)
-
-
-NOT_PERFORMED: Any = object()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass(slots=True)
-class Work:
-    """One consumed record and what is known about it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None
-    origin: rh.Origin
-    event: Event | None = None
-    # Set on the poll thread when the record cannot be processed at all.
-    rejected: InvalidEvent | rh.BadRetryHeaders | None = None
-    attempt: int = 1
-    first_failure_ms: int | None = None
-    replay_count: int = 0
-    due_ms: int | None = None
-    held: int = 0  # times held in place (database down, breaker open)
-    lane_taken: bool = False  # its key's lane in the dispatcher is busy with it
-    # What `perform` returned, kept while the event is held for the database only.
-    performed: Any = NOT_PERFORMED
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def lane(self) -> Hashable:
-        if self.event is not None:
-            return self.event.key
-        return ("unkeyed", self.topic, self.partition, self.offset)
-
-    @property
-    def tp(self) -> tuple[str, int]:
-        return (self.topic, self.partition)
-
-    def log_fields(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event.event_id if self.event else None,
-            "topic": self.topic,
-            "partition": self.partition,
-            "offset": self.offset,
-            "attempt": self.attempt,
-        }
 
 
 class Pipeline:
@@ -450,6 +398,3 @@ class Pipeline:
 
     def _bounded_payload(self, work: Work) -> str:
         return redact_payload(work.value or b"", self.redact_fields, self.payload_log_bytes)
-
-
-OnFinished = Callable[[Work, str], None]

@@ -43,11 +43,11 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from psycopg2.extras import execute_values
 from sqlalchemy import and_, delete, or_, select, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from storage import bulk
 from storage.models import dedup_keys
 
 log = structlog.get_logger(__name__)
@@ -328,7 +328,8 @@ class BatchWriter:
             (r.group, r.origin_topic, r.origin_partition, r.origin_offset, r.event_id)
             for r in requests
         ]
-        inserted = {tuple(row) for row in _values(conn, INSERT_DEDUP_ROWS, rows, fetch=True)}
+        returned = bulk.values(conn, bulk.INSERT_DEDUP_ROWS, rows, fetch=True)
+        inserted = {tuple(row) for row in returned}
         fresh: set[int] = set()
         for request in requests:  # the first request of a key wins; later copies are dups
             if request.origin_key in inserted:
@@ -363,10 +364,10 @@ class BatchWriter:
             # A duplicate must not overwrite the record of the delivery that applied it.
             (duplicates if status is Status.DUPLICATE else latest)[r.origin_key] = row
         if latest:
-            _values(conn, UPSERT_EVENT_RECORDS, list(latest.values()))
+            bulk.values(conn, bulk.UPSERT_EVENT_RECORDS, list(latest.values()))
         pure_duplicates = [row for key, row in duplicates.items() if key not in latest]
         if pure_duplicates:
-            _values(conn, INSERT_DUPLICATE_RECORDS, pure_duplicates)
+            bulk.values(conn, bulk.INSERT_DUPLICATE_RECORDS, pure_duplicates)
 
 
 def _without_repeats(batch: list[WriteRequest]) -> list[list[WriteRequest]]:
@@ -390,41 +391,3 @@ def _without_repeats(batch: list[WriteRequest]) -> list[list[WriteRequest]]:
             origins.add(request.origin_key)
         parts[-1].append(request)
     return parts
-
-
-# The two statements every event pays for, as plain SQL run with psycopg2's execute_values:
-# measured on a batch of 500, SQLAlchemy's executemany ("insertmanyvalues") spent ~60 us of
-# Python (under the GIL the poll thread needs) per event building parameters; this is ~10x
-# less. The column lists mirror storage/models.py (tests/integration cover both paths).
-_DEDUP_COLUMNS = "consumer_group, origin_topic, origin_partition, origin_offset"
-INSERT_DEDUP_ROWS = (
-    f"INSERT INTO dedup_keys ({_DEDUP_COLUMNS}, event_id) VALUES %s "
-    f"ON CONFLICT DO NOTHING RETURNING {_DEDUP_COLUMNS}"
-)
-_RECORD_COLUMNS = (
-    "consumer_group, origin_topic, origin_partition, origin_offset, event_type, event_id, "
-    "event_key, status, attempts, last_error, processing_ms, first_seen_at, updated_at"
-)
-UPSERT_EVENT_RECORDS = (
-    f"INSERT INTO event_records ({_RECORD_COLUMNS}) VALUES %s "
-    f"ON CONFLICT ({_DEDUP_COLUMNS}) DO UPDATE SET status = excluded.status, "
-    "attempts = excluded.attempts, last_error = excluded.last_error, "
-    "processing_ms = excluded.processing_ms, event_id = excluded.event_id, "
-    "updated_at = excluded.updated_at"
-)
-INSERT_DUPLICATE_RECORDS = (
-    f"INSERT INTO event_records ({_RECORD_COLUMNS}) VALUES %s ON CONFLICT DO NOTHING"
-)
-
-
-def _values(
-    conn: Connection, sql: str, rows: list[tuple[Any, ...]], *, fetch: bool = False
-) -> list[tuple[Any, ...]]:
-    """Run `sql` (one VALUES %s) for all rows, 1,000 rows per statement, on the connection of
-    the current transaction."""
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        result = execute_values(cursor, sql, rows, page_size=1000, fetch=fetch)
-    finally:
-        cursor.close()
-    return list(result or [])
