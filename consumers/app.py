@@ -10,11 +10,9 @@ SHUTDOWN_TIMEOUT_S, commits and closes; a second signal exits at once.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import threading
 import time
-from functools import partial
 from types import FrameType
 
 import structlog
@@ -33,7 +31,7 @@ from ops import metrics
 from ops.housekeeping import Housekeeping
 from ops.http import HealthServer
 from retry_topics.dlq_monitor import DlqMonitor
-from retry_topics.policy import FailureKind, RetryPolicy, classify, hold_delay_s
+from retry_topics.policy import RetryPolicy
 from retry_topics.router import DeliveryProducer
 from storage.db import make_engine, migrate
 from storage.writer import BatchWriter
@@ -104,8 +102,6 @@ class App:
             batch_max=s.write_batch_max,
             name=f"{names.group}-writer",
             on_batch=lambda n, _t: metrics.WRITE_BATCH_SIZE.observe(n),
-            is_database_down=lambda exc: classify(exc) is FailureKind.DATABASE_DOWN,
-            hold_delay_s=partial(hold_delay_s, rng=random.Random()),
             on_database=lambda down, held: self.pipelines[event_type].database_unavailable(
                 down, held
             ),

@@ -220,10 +220,11 @@ class Listener:
 
     def _flow_control(self) -> None:
         owned = self.book.owned()
-        if self.book.in_flight() >= self.max_in_flight:
+        in_flight = self.book.in_flight()
+        if in_flight >= self.max_in_flight:
             if not self.book.wait_below(self.max_in_flight, timeout=BACKPRESSURE_WAIT_S):
                 self.pauses.add(owned, "backpressure")
-        elif self.book.in_flight() <= self.max_in_flight // 2:
+        elif in_flight <= self.max_in_flight // 2:
             self.pauses.remove(owned, "backpressure")
         if self.pipeline.database_down_since is not None:
             self.pauses.add(owned, "database")

@@ -40,13 +40,14 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 import structlog
 from sqlalchemy import and_, delete, or_, select, tuple_
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from retry_topics import policy
 from storage import bulk
 from storage.models import dedup_keys
 
@@ -57,16 +58,10 @@ class _EffectFailed(Exception):
     """A handler effect failed in an optimistic (savepoint-free) batch."""
 
 
-def _database_gone(exc: BaseException) -> bool:
-    """The default test for "unavailable" (the app injects retry_topics.policy.classify):
-    connection-level failures, not a statement's own error such as a lock timeout."""
-    gone = sa_exc.TimeoutError | sa_exc.InterfaceError | sa_exc.PendingRollbackError
-    if isinstance(exc, gone):
-        return True
-    return isinstance(exc, sa_exc.DBAPIError) and (
-        exc.connection_invalidated
-        or (isinstance(exc, sa_exc.OperationalError) and getattr(exc.orig, "pgcode", None) is None)
-    )
+def _database_down(exc: BaseException) -> bool:
+    """The one definition of "the database is unavailable": retry_topics/policy.py's, which
+    tells a lost connection from a statement's own error such as a lock timeout."""
+    return policy.classify(exc) is policy.FailureKind.DATABASE_DOWN
 
 
 class Status(StrEnum):
@@ -109,11 +104,6 @@ class WriteRequest:
         return (self.group, self.origin_topic, self.origin_partition, self.origin_offset)
 
 
-def default_hold_delay_s(held_times: int) -> float:
-    """Capped exponential backoff with full jitter (0.125 s .. 10 s)."""
-    return max(0.125, min(10.0, 0.25 * 2 ** min(held_times, 16)) * random.random())
-
-
 # Told when the database becomes unavailable (True, requests held) and available again.
 DatabaseListener = Callable[[bool, int], None]
 
@@ -127,8 +117,8 @@ class BatchWriter:
         batch_max: int = 500,
         name: str = "writer",
         on_batch: Callable[[int, float], None] | None = None,
-        is_database_down: Callable[[BaseException], bool] = _database_gone,
-        hold_delay_s: Callable[[int], float] = default_hold_delay_s,
+        is_database_down: Callable[[BaseException], bool] = _database_down,
+        hold_delay_s: Callable[[int], float] | None = None,
         on_database: DatabaseListener | None = None,
     ) -> None:
         self._engine = engine
@@ -139,7 +129,8 @@ class BatchWriter:
         self._batch_max = batch_max
         self._on_batch = on_batch
         self._is_database_down = is_database_down
-        self._hold_delay_s = hold_delay_s
+        # The same capped, jittered backoff as every other hold in place.
+        self._hold_delay_s = hold_delay_s or partial(policy.hold_delay_s, rng=random.Random())
         self._on_database = on_database
         self._closing = threading.Event()
         self._threads = [
