@@ -22,7 +22,7 @@ from typing import Any
 import confluent_kafka
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings, load_settings, redact_url
@@ -200,6 +200,16 @@ def record_statuses(engine: Engine, group: str) -> dict[str, int]:
             {"g": group},
         )
         return {str(status): int(n) for status, n in rows}
+
+
+def prepared_engine(database_url: str) -> Engine:
+    """What every benchmark starts with: quiet logs, the schema migrated, an engine on it."""
+    from ops.logging import configure
+    from storage.db import migrate
+
+    configure("WARNING")
+    migrate(database_url)
+    return create_engine(database_url, pool_pre_ping=True)
 
 
 def pg_version(engine: Engine) -> str:

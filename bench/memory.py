@@ -38,8 +38,6 @@ from typing import Any
 from sqlalchemy import create_engine, text
 
 from bench import common as c
-from ops.logging import configure
-from storage.db import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_PEAK_MB = 200.0
@@ -363,9 +361,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure("WARNING")
-    migrate(args.database_url)
-    engine = create_engine(args.database_url, pool_pre_ping=True)
+    engine = c.prepared_engine(args.database_url)
     try:
         machine = c.machine_info(engine, args.database_url, args.bootstrap)
     finally:

@@ -42,11 +42,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
-from ops.logging import configure
 from schemas.codec import decode, encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
-from storage.db import migrate
 
 BASELINE = "raw-poll"
 VARIANTS = ("raw-poll", "raw-batch", "app")
@@ -419,9 +417,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure("WARNING")
-    migrate(args.database_url)
-    engine = create_engine(args.database_url, pool_pre_ping=True)
+    engine = c.prepared_engine(args.database_url)
     try:
         machine = c.machine_info(engine, args.database_url, args.bootstrap)
         app_settings = c.bench_settings(args.bootstrap, args.database_url, "bench")

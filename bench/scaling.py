@@ -31,14 +31,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, cast
 
 from confluent_kafka import Consumer, KafkaException
-from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
-from ops.logging import configure
 from schemas.codec import decode
 from schemas.events import Event
-from storage.db import migrate
 
 BASELINE = "one-at-a-time"
 DEFAULT_CONCURRENCY = (1, 10, 50, 100)
@@ -297,9 +294,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure("WARNING")
-    migrate(args.database_url)
-    engine = create_engine(args.database_url, pool_pre_ping=True)
+    engine = c.prepared_engine(args.database_url)
     try:
         machine = c.machine_info(engine, args.database_url, args.bootstrap)
         app_settings = c.bench_settings(args.bootstrap, args.database_url, "bench")

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, cast
 
 from confluent_kafka import Consumer, KafkaException
 from prometheus_client import REGISTRY
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
@@ -40,10 +40,8 @@ from bench import faststream_job as fs
 from consumers.app import App
 from consumers.handlers.base import nothing_outside_the_database
 from consumers.settings import Settings
-from ops.logging import configure
 from schemas.codec import decode
 from schemas.events import Event
-from storage.db import migrate
 
 # The per-message FastStream variant runs at ~140 events/s: 200,000 events would take ~25 min a
 # round, so it is measured on its own, smaller run (`make bench`, BENCHMARKS.md).
@@ -347,9 +345,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure("WARNING")
-    migrate(args.database_url)
-    engine = create_engine(args.database_url, pool_pre_ping=True)
+    engine = c.prepared_engine(args.database_url)
     try:
         machine = c.machine_info(engine, args.database_url, args.bootstrap)
         app_settings = c.bench_settings(args.bootstrap, args.database_url, "bench")
