@@ -62,10 +62,11 @@ test-unit: setup  ## unit tests only (no services, seconds)
 test-integration: setup deps infra-up  ## integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-lint: setup  ## ruff + mypy
+lint: setup  ## ruff + mypy + hadolint (Dockerfile)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 audit: setup  ## known-vulnerability audit of the installed dependencies (pip-audit)
 	BIN=$(BIN) scripts/audit.sh
