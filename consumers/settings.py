@@ -11,7 +11,7 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from retry_topics.naming import TopicNames
@@ -19,6 +19,11 @@ from retry_topics.naming import TopicNames
 EVENT_TYPES: tuple[str, ...] = ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://qchem:qchem@127.0.0.1:5432/qchem"
+
+DAY_MS = 24 * 3600 * 1000
+# Kafka deletes whole segments: a record outlives its topic's retention by up to one segment.
+# `topics create` rolls segments daily (segment.ms, ops/topics.py) to bound that overstay.
+TOPIC_SEGMENT_MS = DAY_MS
 
 
 class ConfigError(Exception):
@@ -48,7 +53,10 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=500)
     db_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
     db_lock_timeout_ms: int = Field(default=500, ge=10, le=60_000)
-    dedup_retention_days: int = Field(default=14, ge=1, le=3650)
+    # Longer than any topic keeps a record (validated below): 30-day DLQ + 1-day segment +
+    # 4 days for replays in progress. Event records (audit rows) are kept as long.
+    dedup_retention_days: int = Field(default=35, ge=1, le=3650)
+    event_record_retention_days: int = Field(default=35, ge=1, le=3650)
 
     # --- Processing ------------------------------------------------------------------------
     event_types: Annotated[tuple[str, ...], NoDecode] = EVENT_TYPES
@@ -106,6 +114,32 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown event type(s) {unknown}; choose from {list(EVENT_TYPES)}")
         if any(not 0 <= n <= 10 for n in value.values()):
             raise ValueError("retries must be between 0 and 10")
+        return value
+
+    @field_validator("dedup_retention_days")
+    @classmethod
+    def _dedup_outlives_every_record(cls, value: int, info: ValidationInfo) -> int:
+        """A copy of an event that Kafka can still hand back (a DLQ replay above all) must
+        find its dedup row, or its effect is applied twice. The topic retentions are declared
+        above this field, so they are in `info.data` (absent when they failed themselves)."""
+        limits = [
+            (name, info.data[field] * scale)
+            for name, field, scale in (
+                ("DLQ_RETENTION_DAYS", "dlq_retention_days", DAY_MS),
+                ("MAIN_RETENTION_MS", "main_retention_ms", 1),
+                ("RETRY_RETENTION_MS", "retry_retention_ms", 1),
+            )
+            if field in info.data
+        ]
+        if limits:
+            name, longest = max(limits, key=lambda limit: limit[1])
+            needed = -(-(longest + TOPIC_SEGMENT_MS) // DAY_MS)  # whole days, rounded up
+            if value < needed:
+                raise ValueError(
+                    f"{value} days is shorter than {name} ({longest / DAY_MS:g} days) plus the "
+                    f"1-day segment a record can outlive it by; a replay after day {value} "
+                    f"could apply an effect twice - set at least {needed}"
+                )
         return value
 
     @field_validator("event_types")
