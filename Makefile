@@ -62,11 +62,15 @@ test-unit: setup  ## unit tests only (no services, seconds)
 test-integration: setup deps infra-up  ## integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-lint: setup  ## ruff + mypy + hadolint (Dockerfile)
+lint: setup  ## ruff + mypy + hadolint (Dockerfile) + kubernetes-validate (deploy/kubernetes)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	@# Built-in kinds against the Kubernetes schemas, unknown fields rejected; KEDA's
+	@# ScaledObject and Kustomization have no schema there (a warning): tests/unit/test_deploy.py
+	@# checks those.
+	$(BIN)/kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml deploy/kubernetes/*/*.yaml
 
 audit: setup  ## known-vulnerability audit of the installed dependencies (pip-audit)
 	BIN=$(BIN) scripts/audit.sh
