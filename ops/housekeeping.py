@@ -1,8 +1,10 @@
-"""Background chores of a running application: pool and DLQ-depth gauges, dedup pruning.
+"""Background chores of a running application: pool and DLQ-depth gauges, pruning.
 
 Pruning deletes in small batches (10,000 rows, each its own short transaction) so it never
 holds locks that processing waits on. A dedup row older than DEDUP_RETENTION_DAYS no longer
-protects against a redelivery of its event - keep the retention longer than any replay.
+protects against a redelivery of its event: settings.py refuses a retention shorter than any
+topic keeps a record. An event record (the audit row `stats` and the scenarios read) goes
+after EVENT_RECORD_RETENTION_DAYS, counted from its last update.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 from confluent_kafka import Consumer, TopicPartition
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
@@ -31,20 +33,44 @@ PRUNE_BATCH = 10_000
 DLQ_DEPTH_EVERY_S = 5.0
 
 
-def prune_dedup_rows(engine: Engine, retention_days: int) -> int:
+_PRUNE_DEDUP = text(
+    "DELETE FROM dedup_keys WHERE ctid IN (SELECT ctid FROM dedup_keys "
+    "WHERE processed_at < now() - make_interval(days => :days) LIMIT :batch)"
+)
+# first_seen_at is indexed (migration 0004) and never updated, so the index costs the writer's
+# upserts no HOT updates; updated_at keeps a row whose event was replayed lately. A row updated
+# between the choice and the delete has a new ctid and is left alone.
+_PRUNE_EVENT_RECORDS = text(
+    "DELETE FROM event_records WHERE ctid IN (SELECT ctid FROM event_records "
+    "WHERE first_seen_at < now() - make_interval(days => :days) "
+    "AND updated_at < now() - make_interval(days => :days) LIMIT :batch)"
+)
+
+
+def _prune(engine: Engine, statement: TextClause, retention_days: int, batch: int) -> int:
     deleted = 0
     while True:
         with engine.begin() as conn:
-            result = conn.execute(
-                text(
-                    "DELETE FROM dedup_keys WHERE ctid IN (SELECT ctid FROM dedup_keys "
-                    "WHERE processed_at < now() - make_interval(days => :days) LIMIT :batch)"
-                ),
-                {"days": retention_days, "batch": PRUNE_BATCH},
-            )
-        deleted += result.rowcount
-        if result.rowcount < PRUNE_BATCH:
+            rowcount = conn.execute(statement, {"days": retention_days, "batch": batch}).rowcount
+        deleted += rowcount
+        if rowcount < batch:
             return deleted
+
+
+def prune_dedup_rows(engine: Engine, retention_days: int, batch: int = PRUNE_BATCH) -> int:
+    return _prune(engine, _PRUNE_DEDUP, retention_days, batch)
+
+
+def prune_event_records(engine: Engine, retention_days: int, batch: int = PRUNE_BATCH) -> int:
+    return _prune(engine, _PRUNE_EVENT_RECORDS, retention_days, batch)
+
+
+def prune_old_rows(engine: Engine, settings: Settings) -> dict[str, int]:
+    """Rows deleted per table, each table by its retention setting."""
+    return {
+        "event_records": prune_event_records(engine, settings.event_record_retention_days),
+        "dedup_keys": prune_dedup_rows(engine, settings.dedup_retention_days),
+    }
 
 
 class Housekeeping:
@@ -109,8 +135,8 @@ class Housekeeping:
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_EVERY_S
                 try:
-                    deleted = prune_dedup_rows(self.engine, self.settings.dedup_retention_days)
-                    if deleted:
-                        log.info("dedup_rows_pruned", deleted=deleted)
+                    deleted = prune_old_rows(self.engine, self.settings)
+                    if any(deleted.values()):
+                        log.info("old_rows_pruned", **deleted)
                 except Exception as exc:
-                    log.warning("dedup_prune_failed", error=str(exc))
+                    log.warning("prune_failed", error=str(exc))
