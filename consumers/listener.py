@@ -134,32 +134,15 @@ class Listener:
                 if error.fatal():
                     raise KafkaException(error)
             return
-        topic, partition, offset = (
-            cast(str, message.topic()),
-            cast(int, message.partition()),
-            cast(int, message.offset()),
-        )
-        tp = (topic, partition)
-        headers = rh.message_headers(message)
-        work = Work(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=message.key(),
-            value=message.value(),
-            headers=headers,
-            origin=rh.Origin(topic, partition, offset, message.timestamp()[1]),
-        )
-        if topic in self.retry_topics:
-            self._read_retry_headers(work, headers)
-        else:
-            self._read_replay_headers(work, headers)
         try:
-            work.event = decode(
-                work.value, headers, self.event_type, max_bytes=self.max_event_bytes
-            )
-        except InvalidEvent as exc:
+            work = self._to_work(message)
+        except Exception as exc:
+            # No record may stop the listener (it would stop on the same offset on every
+            # restart): whatever went wrong reading this one, it goes to the DLQ as it is.
+            self.log.exception("record_intake_failed", offset=message.offset())
+            work = self._bare_work(message, headers=None)
             work.rejected = exc
+        tp = work.tp
         waiting = self.not_due.get(tp)
         if waiting is not None or (work.due_ms is not None and work.due_ms > now_ms()):
             # Not due yet: keep it (and everything after it on this partition, to keep the
@@ -174,6 +157,43 @@ class Listener:
                 self.pauses.add([tp], "due")
             return
         self.pipeline.accept(work)
+
+    def _bare_work(self, message: Message, headers: rh.Headers | None) -> Work:
+        topic, partition, offset = (
+            cast(str, message.topic()),
+            cast(int, message.partition()),
+            cast(int, message.offset()),
+        )
+        return Work(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=message.key(),
+            value=message.value(),
+            headers=headers,
+            origin=rh.Origin(topic, partition, offset, message.timestamp()[1]),
+        )
+
+    def _to_work(self, message: Message) -> Work:
+        """The record as work: its headers read, its retry/replay identity, its event."""
+        try:
+            headers = rh.message_headers(message)
+        except rh.UnreadableHeaders as exc:
+            work = self._bare_work(message, headers=None)
+            work.rejected = InvalidEvent("bad_headers", str(exc))
+            return work
+        work = self._bare_work(message, headers)
+        if work.topic in self.retry_topics:
+            self._read_retry_headers(work, headers)
+        else:
+            self._read_replay_headers(work, headers)
+        try:
+            work.event = decode(
+                work.value, headers, self.event_type, max_bytes=self.max_event_bytes
+            )
+        except InvalidEvent as exc:
+            work.rejected = exc
+        return work
 
     def _release_due(self) -> None:
         """Hand over the waiting retry records whose due time has come; resume when empty."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retry_topics import headers as rh
-from schemas.codec import InvalidEvent
 from schemas.events import Event
 
 NOT_PERFORMED: Any = object()
@@ -31,7 +30,7 @@ class Work:
     origin: rh.Origin
     event: Event | None = None
     # Set on the poll thread when the record cannot be processed at all.
-    rejected: InvalidEvent | rh.BadRetryHeaders | None = None
+    rejected: Exception | None = None
     attempt: int = 1
     first_failure_ms: int | None = None
     replay_count: int = 0

@@ -46,6 +46,16 @@ class BadRetryHeaders(ValueError):
     pass
 
 
+class UnreadableHeaders(ValueError):
+    """The client library cannot hand over the record's headers at all.
+
+    confluent-kafka decodes header *names* as UTF-8 and raises on anything else (a name such
+    as b"x-trace\\xff", which kcat or a raw-bytes producer writes happily). It offers no way to
+    read the raw names, so such a record's headers are lost to us: it is dead-lettered with
+    its key and value bytes and this reason, instead of stopping the listener on every start.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """Where an event first arrived: its identity (the dedup key) through retries and replays."""
@@ -128,8 +138,17 @@ def build(
 
 
 def message_headers(message: Any) -> Headers | None:
-    """A consumed record's headers as (name, bytes) pairs (a null value becomes b"")."""
-    raw = message.headers()
+    """A consumed record's headers as (name, bytes) pairs (a null value becomes b"").
+
+    Raises `UnreadableHeaders` when the client cannot decode them (see that class)."""
+    try:
+        raw = message.headers()
+    except Exception as exc:  # SystemError over UnicodeDecodeError, from the C extension
+        cause = exc.__cause__ or exc.__context__ or exc
+        raise UnreadableHeaders(
+            f"record headers unreadable (a header name is not UTF-8: {type(cause).__name__}); "
+            "the headers are dropped, key and value kept"
+        ) from None
     if not raw:
         return None
     pairs = raw.items() if isinstance(raw, dict) else raw

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from schemas.events import PAYLOAD_TYPES, Event
+from schemas.safe_text import address_problem, control_problem, subject_problem
 
 Reason = Literal[
     "empty",
@@ -30,6 +31,17 @@ Reason = Literal[
     "missing_field",
     "wrong_type",
     "bad_value",
+    "bad_headers",
+    "bad_address",  # payload.to is not exactly one plain addr-spec
+    "control_character",  # in a field that becomes a mail header or a report line
+    "encoded_word",  # an RFC 2047 encoded word in a mail subject
+    # Schema Registry framed Avro (schemas/registry.py)
+    "bad_frame",  # the 0x00 magic byte, but shorter than the 5-byte frame
+    "no_schema_registry",  # framed, and SCHEMA_REGISTRY_URL is not set
+    "unknown_schema_id",  # the registry has no schema with the frame's id
+    "incompatible_schema",  # the writer schema breaks the BACKWARD rule (names the field)
+    "not_avro_schema",  # the id is a JSON Schema or Protobuf schema
+    "bad_writer_schema",  # unparsable, or uses references
 ]
 REASONS: Final[frozenset[str]] = frozenset(Reason.__args__)  # type: ignore[attr-defined]
 
@@ -228,7 +240,7 @@ def _timestamp_millis(path: str) -> Check:
     return check
 
 
-def _string_map(path: str) -> Check:
+def _string_map(path: str, rule: Rule | None = None) -> Check:
     def check(value: Any) -> dict[str, str]:
         if type(value) is not dict:
             raise _wrong_type(path, "object of strings", value)
@@ -236,13 +248,15 @@ def _string_map(path: str) -> Check:
             for text, where in ((key, "key of"), (item, "value of")):
                 if type(text) is not str:
                     raise _wrong_type(f"{path}[{short_repr(key, 40)}]", "string", text)
-                if text.isascii() and len(text) <= MAX_STRING_CHARS and "\x00" not in text:
-                    continue  # the common case, as in _string
-                problem = _string_problem(text)
-                if problem:
-                    raise InvalidEvent(
-                        "bad_value", f"{path}[{short_repr(key, 40)}]: {where} entry {problem}"
-                    )
+                # The common case skips _string_problem, as in _string.
+                if not text.isascii() or len(text) > MAX_STRING_CHARS or "\x00" in text:
+                    problem = _string_problem(text)
+                    if problem:
+                        raise InvalidEvent(
+                            "bad_value", f"{path}[{short_repr(key, 40)}]: {where} entry {problem}"
+                        )
+                if rule is not None:
+                    rule(f"{path}[{short_repr(key, 40)}] ({where} entry)", text)
         return dict(value)  # a copy: the Event must not share state with the input
 
     return check
@@ -270,24 +284,36 @@ def _schema_version_rule(path: str, value: int) -> None:
         raise InvalidEvent("bad_value", f"{path}: must be 1 or more, got {value}")
 
 
-def _single_line_rule(path: str, value: str) -> None:
-    # CR/LF in a mail header is header injection; refuse it before it reaches SMTP.
-    if "\r" in value or "\n" in value:
-        raise InvalidEvent("bad_value", f"{path}: must be a single line")
-
-
 def _address_rule(path: str, value: str) -> None:
-    _single_line_rule(path, value)
-    local, _, domain = value.rpartition("@")
-    if not local or not domain:
-        raise InvalidEvent("bad_value", f"{path}: not an e-mail address (needs text@domain)")
+    problem = address_problem(value)
+    if problem is not None:
+        raise InvalidEvent("bad_address", f"{path}: {problem}")
+
+
+def _subject_rule(path: str, value: str) -> None:
+    problem = subject_problem(value)
+    if problem is not None:
+        reason = "control_character" if "control" in problem else "encoded_word"
+        raise InvalidEvent(reason, f"{path}: {problem}")
+
+
+def _one_line_rule(path: str, value: str) -> None:
+    # Written into a report line: a CR/LF would forge the lines after it (issue 17 #8).
+    problem = control_problem(value)
+    if problem is not None:
+        raise InvalidEvent("control_character", f"{path}: {problem}")
 
 
 FIELD_RULES: Final[dict[str, Rule]] = {
     "key": _key_rule,
     "schema_version": _schema_version_rule,
     "payload.to": _address_rule,  # Email is the only type with these payload fields
-    "payload.subject": _single_line_rule,
+    "payload.subject": _subject_rule,
+    # Report: every field ends up in the report text (consumers/handlers/report.py).
+    "payload.report_id": _one_line_rule,
+    "payload.report_type": _one_line_rule,
+    "payload.requested_by": _one_line_rule,
+    "payload.parameters": _one_line_rule,  # each key and value of the map
 }
 
 
@@ -310,9 +336,9 @@ def compile_checker(schema: Any, path: str = "") -> Check:
     avro_type, logical = schema["type"], schema.get("logicalType")
     if avro_type == "record":
         return _record(schema, path)
-    if avro_type == "map" and schema["values"] == "string":
-        return _string_map(path)
     rule = FIELD_RULES.get(path)
+    if avro_type == "map" and schema["values"] == "string":
+        return _string_map(path, rule)
     if rule is not None and (logical is not None or avro_type not in ("string", "int", "long")):
         raise NotImplementedError(f"{path}: rules apply to plain strings and integers only")
     if avro_type == "string":

@@ -127,3 +127,18 @@ def test_redrive_headers_keep_the_origin_and_count_replays() -> None:
     assert rh.parse_origin(again) == ORIGIN
     assert values[rh.REPLAY_COUNT] == b"2" and values[rh.REPLAY_ID] == b"r1"
     assert rh.ATTEMPT not in values and rh.DUE not in values  # a fresh start on the main topic
+
+
+class _UnreadableMessage:
+    """What confluent-kafka does for a header name that is not UTF-8."""
+
+    def headers(self) -> None:
+        try:
+            b"x-trace\xff".decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SystemError("returned a result with an exception set") from exc
+
+
+def test_unreadable_headers_are_a_typed_error_not_a_crash() -> None:
+    with pytest.raises(rh.UnreadableHeaders, match="not UTF-8"):
+        rh.message_headers(_UnreadableMessage())
