@@ -19,7 +19,8 @@ app = typer.Typer(
     help="Reliable Kafka consumers for Q-Chem events, and the tools to operate them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # typer's own completion: --install-completion / --show-completion (bash, zsh, fish, pwsh).
+    add_completion=True,
 )
 topics_app = typer.Typer(
     help="Create and list the Kafka topics the application uses.", no_args_is_help=True
@@ -49,6 +50,29 @@ def _exit(message: str, code: int) -> NoReturn:
     """Outside typer's own handling (in `main`): print one line and exit."""
     typer.echo(f"qchem-events: {message}", err=True)
     sys.exit(code)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"qchem-events {version('qchem-events')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Reliable Kafka consumers for Q-Chem events, and the tools to operate them."""
 
 
 def settings() -> Settings:
@@ -94,28 +118,34 @@ def migrate() -> None:
 @topics_app.command("create")
 def topics_create(as_json: JsonFlag = False) -> None:
     """Create every topic (main, retry tiers, DLQ per event type); harmless when they exist.
+    On topics that exist, sets retention (and the other settings-derived configuration) where
+    the broker's value differs, and says what it changed.
 
     Example: qchem-events topics create --json
     """
-    from ops.topics import as_dicts, create_topics
+    from ops.topics import as_dicts, create_topics, describe_change
 
     rows = create_topics(settings())
-    text = "\n".join(f"{r.status:<8} {r.name} ({r.partitions} partitions)" for r in rows)
+    text = "\n".join(
+        f"{r.status:<8} {r.name} ({r.partitions} partitions){describe_change(r)}" for r in rows
+    )
     emit(as_dicts(rows), as_json, text)
 
 
 @topics_app.command("list")
 def topics_list(as_json: JsonFlag = False) -> None:
-    """List the application's topics with role, event type, partitions (from the broker).
+    """List the application's topics with role, event type, partitions, retention (all from
+    the broker), and any configuration that differs from the settings.
 
     Example: qchem-events topics list --json | jq '.[] | select(.role=="dlq")'
     """
-    from ops.topics import as_dicts, list_topics
+    from ops.topics import as_dicts, describe_difference, list_topics
 
     rows = list_topics(settings())
     text = "\n".join(
         f"{r.role:<6} {r.event_type:<15} {r.partitions:>3}  {r.name}"
-        + ("  (missing)" if r.status == "missing" else "")
+        + (f"  retention.ms={r.retention_ms}" if r.retention_ms is not None else "")
+        + ("  (missing)" if r.status == "missing" else describe_difference(r))
         for r in rows
     )
     emit(as_dicts(rows), as_json, text)
