@@ -62,6 +62,7 @@ class ReceivedEmail:
     subject: str | None
     body: str
     received_at: float  # time.monotonic()
+    raw: bytes = b""  # the DATA bytes as received: what a header-injection test must inspect
 
 
 class _SinkHandler:
@@ -211,6 +212,7 @@ def _parse_email(envelope: Envelope) -> ReceivedEmail:
         subject=_header(parsed, "Subject"),
         body=body,
         received_at=time.monotonic(),
+        raw=raw,
     )
 
 

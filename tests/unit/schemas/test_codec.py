@@ -28,6 +28,7 @@ from schemas.events import (
     Event,
     ReportPayload,
 )
+from schemas.safe_text import ADDR_SPEC, address_problem
 from schemas.validation import FIELD_RULES, REASONS
 
 TYPES = list(PAYLOAD_TYPES)
@@ -271,6 +272,37 @@ def test_unknown_expected_type_is_a_caller_bug() -> None:
 
 # --- Every InvalidEvent reason -----------------------------------------------------------------
 
+# Issue 17 #4: each of these reached several or other recipients through `to`.
+HOSTILE_TO = [
+    "victim@example.com, attacker@evil.test",
+    "victim@example.com;attacker@evil.test",
+    "undisclosed: victim@example.com, attacker@evil.test;",
+    '"ceo@example.com" <attacker@evil.test>',
+    "CEO <attacker@evil.test>",
+    "<attacker@evil.test>",
+    "victim@example.com (attacker@evil.test)",
+    '"a b"@example.com',
+    "victim@[127.0.0.1]",
+    "v\u00efctim@example.com",
+    "a@b@c.test",
+    "a@" + "d" * 300 + ".test",
+]
+# Issue 17 #2: encoded words that decoded into header lines (or a body) on Python 3.11.7.
+ENCODED_WORD_SUBJECTS = [
+    "=?utf-8?q?Invoice=0D=0ABcc:_evil@evil.test=0D=0AReply-To:_attacker@evil.test?=",
+    "Invoice =?utf-8?b?DQpCY2M6IGV2aWxAZXZpbC50ZXN0?= due",
+    "=?utf-8?q?x=0D=0A=0D=0Abody?=",
+    "=?bogus?=",
+]
+# Issue 17 #8: field, value, text the detail must contain.
+HOSTILE_REPORT_FIELDS = [
+    ("payload__requested_by", "a@example.com\n# generated_for: 1999-01-01\nBANNED,0", "U+000A"),
+    ("payload__report_id", "r-1\r# type: forged", "U+000D"),
+    ("payload__report_type", "x\u2028y", "U+2028"),
+    ("payload__parameters", {"regulation": "REACH\n# forged"}, "value of entry"),
+    ("payload__parameters", {"a\x1b[2J": "v"}, "key of entry"),
+]
+
 CASES: list[tuple[str, Callable[[], bytes | None], list[Any] | None, str, str]] = [
     # (reason, value, headers, expected_type, text the detail must contain)
     ("empty", lambda: None, None, "Email", "no value"),
@@ -330,9 +362,21 @@ CASES: list[tuple[str, Callable[[], bytes | None], list[Any] | None, str, str]] 
     ("bad_value", lambda: raw(as_json(key="k" * 501)), None, "Email", "key"),
     ("bad_value", lambda: raw(as_json(schema_version=0)), None, "Email", "schema_version"),
     ("bad_value", lambda: raw(as_json(schema_version=2**31)), None, "Email", "schema_version"),
-    ("bad_value", lambda: raw(as_json(payload__to="nobody")), None, "Email", "payload.to"),
-    ("bad_value", lambda: raw(as_json(payload__to="a@b\r\nBcc: x@y")), None, "Email", "payload.to"),
-    ("bad_value", lambda: raw(as_json(payload__subject="a\nb")), None, "Email", "payload.subject"),
+    ("bad_address", lambda: raw(as_json(payload__to="nobody")), None, "Email", "payload.to"),
+    ("bad_address", lambda: raw(as_json(payload__to="a@b\r\nBcc: x@y")), None, "Email", "to"),
+    ("control_character", lambda: raw(as_json(payload__subject="a\nb")), None, "Email", "U+000A"),
+    *[
+        ("bad_address", lambda to=to: raw(as_json(payload__to=to)), None, "Email", "payload.to")
+        for to in HOSTILE_TO
+    ],
+    *[
+        ("encoded_word", lambda s=s: raw(as_json(payload__subject=s)), None, "Email", "RFC 2047")
+        for s in ENCODED_WORD_SUBJECTS
+    ],
+    *[
+        ("control_character", lambda f=f, v=v: raw(as_json("Report", **{f: v})), None, "Report", m)
+        for f, v, m in HOSTILE_REPORT_FIELDS
+    ],
     ("bad_value", lambda: raw(as_json(payload__body="x" * 100_001)), None, "Email", "payload.body"),
     ("bad_value", lambda: raw(as_json(producer="a\x00b")), None, "Email", "producer"),
     ("bad_value", lambda: raw(as_json(producer="\ud800")), None, "Email", "producer"),
@@ -463,11 +507,12 @@ FAST = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
-single_line = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r\n"), max_size=40)
-# An address's domain has no "@": "0@@" is rightly rejected (its domain would be empty).
-domain = st.text(
-    st.characters(codec="utf-8", exclude_characters="\x00\r\n@"), min_size=1, max_size=40
+# What may become a header or report line: no control characters (schemas/safe_text.py).
+single_line = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")), max_size=40
 )
+subject = single_line.filter(lambda t: "=?" not in t)
+address = st.from_regex(ADDR_SPEC, fullmatch=True).filter(lambda a: address_problem(a) is None)
 
 
 @st.composite
@@ -477,12 +522,16 @@ def valid_events(draw: st.DrawFn) -> Event:
         "ChemicalStatus": st.builds(ChemicalStatusPayload, text, text, text, st.none() | text),
         "Email": st.builds(
             EmailPayload,
-            st.builds(lambda a, b: f"{a}@{b}", single_line.filter(bool), domain),
-            single_line,
+            address,
+            subject,
             text,
         ),
         "Report": st.builds(
-            ReportPayload, text, text, text, st.dictionaries(text, text, max_size=4)
+            ReportPayload,
+            single_line,
+            single_line,
+            single_line,
+            st.dictionaries(single_line, single_line, max_size=4),
         ),
         "ChemicalLookup": st.builds(ChemicalLookupPayload, text, st.none() | text),
     }
