@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from consumers.handlers.base import PermanentError, nothing_outside_the_database
 from consumers.settings import Settings
 from schemas.events import Event, ReportPayload
+from schemas.safe_text import escape_controls
 from storage.models import chemicals, reports
 
 STATUS_SUMMARY = "chemical-status-summary"
@@ -86,26 +87,32 @@ def render_report(conn: Connection, event: Event) -> str:
     """
     payload: ReportPayload = event.payload
     generated_for = event.occurred_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    # Every value from the event is escaped (issue 17 #8): the validator already refuses
+    # control characters in Report fields, and a CR/LF here would forge the lines after it
+    # for anyone who reads the report line by line - csv's quoting does not stop that.
     out = io.StringIO()
     out.write(
-        f"# Q-Chem report {payload.report_id}\n"
-        f"# type: {payload.report_type}\n"
-        f"# requested_by: {payload.requested_by}\n"
+        f"# Q-Chem report {escape_controls(payload.report_id)}\n"
+        f"# type: {escape_controls(payload.report_type)}\n"
+        f"# requested_by: {escape_controls(payload.requested_by)}\n"
         f"# generated_for: {generated_for}\n"
-        f"# event_id: {event.event_id}\n"
+        f"# event_id: {escape_controls(event.event_id)}\n"
     )
     writer = csv.writer(out, lineterminator="\n")
     if payload.report_type == STATUS_SUMMARY:
         regulation = payload.parameters.get("regulation")
         if regulation is not None:
-            out.write(f"# regulation: {regulation}\n")
+            out.write(f"# regulation: {escape_controls(regulation)}\n")
         writer.writerow(["status", "count"])
         counts = _status_counts(conn, regulation)
-        writer.writerows(counts)
+        writer.writerows((escape_controls(status), count) for status, count in counts)
         writer.writerow(["TOTAL", sum(count for _, count in counts)])
     else:
         writer.writerow(["parameter", "value"])
-        writer.writerows(sorted(payload.parameters.items()))
+        writer.writerows(
+            (escape_controls(name), escape_controls(value))
+            for name, value in sorted(payload.parameters.items())
+        )
     return out.getvalue()
 
 
