@@ -64,9 +64,8 @@ def bench_settings(bootstrap: str, database_url: str, prefix: str) -> Settings:
         database_url=database_url,
         topic_prefix=prefix,
         topic_partitions=PARTITIONS,
-        metrics_port=0,
         event_types=(EVENT_TYPE,),
-    )
+    ).model_copy(update={"metrics_port": 0})  # a free port; METRICS_PORT=0 is refused
 
 
 def names_of(settings: Settings) -> TopicNames:

@@ -7,14 +7,18 @@ one-line message naming the variable (see `load_settings`), never later with a t
 
 from __future__ import annotations
 
+import os
+import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from consumers.urls import parse_url, redact_url
 from retry_topics.naming import TopicNames
+
+__all__ = ["EVENT_TYPES", "ConfigError", "Settings", "load_settings", "redact_url"]
 
 EVENT_TYPES: tuple[str, ...] = ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
 
@@ -37,7 +41,10 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Passed through to librdkafka unchanged (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    # The mechanisms librdkafka knows: a typo fails at start-up (exit 2), not at first connect.
+    kafka_sasl_mechanism: (
+        Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] | None
+    ) = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
@@ -51,7 +58,8 @@ class Settings(BaseSettings):
     # --- Database --------------------------------------------------------------------------
     database_url: SecretStr = SecretStr(DEFAULT_DATABASE_URL)
     db_pool_size: int = Field(default=10, ge=1, le=500)
-    db_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    # Below 0.1 s any brief contention reads as "database unavailable" and holds the writers.
+    db_pool_timeout_s: float = Field(default=2.0, ge=0.1, le=60)
     db_lock_timeout_ms: int = Field(default=500, ge=10, le=60_000)
     # Longer than any topic keeps a record (validated below): 30-day DLQ + 1-day segment +
     # 4 days for replays in progress. Event records (audit rows) are kept as long.
@@ -74,8 +82,12 @@ class Settings(BaseSettings):
     retries_per_type: Annotated[dict[str, int], NoDecode] = {"Email": 2}
     breaker_fail_max: int = Field(default=5, ge=1, le=1000)
     breaker_reset_timeout_s: float = Field(default=5.0, gt=0, le=3600)
+    # Business-critical types wait for a person in the DLQ (seed doc, scenario 5: "manual
+    # review required"); declared before auto_redrive_types, which may not contain them.
+    critical_types: Annotated[tuple[str, ...], NoDecode] = ("ChemicalStatus", "ChemicalLookup")
     auto_redrive_types: Annotated[tuple[str, ...], NoDecode] = ("Email",)
-    dlq_redrive_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    # At least a second: each pass reads every auto-redrive DLQ from the broker.
+    dlq_redrive_interval_s: float = Field(default=300.0, ge=1, le=86_400)
 
     # --- Dependencies ----------------------------------------------------------------------
     smtp_host: str = "127.0.0.1"
@@ -87,11 +99,16 @@ class Settings(BaseSettings):
 
     # --- Operations ------------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"
-    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    # Not 0: a random port is one nobody scrapes (tests ask for one with model_copy).
+    metrics_port: int = Field(default=9400, ge=1, le=65535)
+    # /healthz fails when a poll loop has not turned for this long (above the 10 s revoke wait).
+    liveness_loop_ttl_s: float = Field(default=60.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_payload_max_bytes: int = Field(default=2048, ge=0, le=1_048_576)
-    log_redact_fields: Annotated[tuple[str, ...], NoDecode] = ("password", "token", "secret")
+    log_redact_fields: Annotated[tuple[str, ...], NoDecode] = (
+        *("password", "passwd", "token", "secret", "api_key", "authorization"),
+    )
 
     @field_validator("retries_per_type", mode="before")
     @classmethod
@@ -100,8 +117,11 @@ class Settings(BaseSettings):
             result = {}
             for item in filter(None, (part.strip() for part in value.split(","))):
                 name, sep, number = item.partition("=")
-                if not sep or not number.strip().isdigit():
-                    raise ValueError(f"expected Type=N[,Type=N], got {value!r}")
+                # ASCII only: str.isdigit() and int() also take other scripts' digits.
+                if not sep or not re.fullmatch(r"[0-9]{1,2}", number.strip()):
+                    raise ValueError(f"expected Type=N[,Type=N] with N in 0-10, got {value!r}")
+                if name.strip() in result:
+                    raise ValueError(f"{name.strip()} repeated in {value!r}")
                 result[name.strip()] = int(number)
             return result
         return value
@@ -156,19 +176,71 @@ class Settings(BaseSettings):
         """The event type's topic and consumer-group names (retry_topics/naming.py)."""
         return TopicNames(self.topic_prefix, event_type, self.retries_for(event_type))
 
-    @field_validator("event_types", "log_redact_fields", "auto_redrive_types", mode="before")
+    @field_validator(
+        "event_types", "log_redact_fields", "auto_redrive_types", "critical_types", mode="before"
+    )
     @classmethod
     def _split_csv(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("event_types", "auto_redrive_types")
+    @field_validator("event_types", "auto_redrive_types", "critical_types")
     @classmethod
     def _known_event_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [v for v in value if v not in EVENT_TYPES]
         if unknown:
             raise ValueError(f"unknown event type(s) {unknown}; choose from {list(EVENT_TYPES)}")
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"event type(s) {repeated} repeated")
+        return value
+
+    @field_validator("auto_redrive_types")
+    @classmethod
+    def _no_critical_redrive(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        critical = [v for v in value if v in info.data.get("critical_types", ())]
+        if critical:
+            raise ValueError(
+                f"{critical} business-critical (CRITICAL_TYPES): their dead letters wait for a "
+                "person (qchem-events dlq replay), never an automatic redrive"
+            )
+        return value
+
+    @field_validator("log_redact_fields")
+    @classmethod
+    def _some_redact_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError(
+                "at least one field name is needed (default: "
+                + ",".join(cls.model_fields["log_redact_fields"].default)
+                + ")"
+            )
+        return value
+
+    @field_validator("metrics_host", "smtp_host", mode="before")
+    @classmethod
+    def _a_host(cls, value: Any) -> Any:
+        # An empty METRICS_HOST binds every interface; an empty SMTP_HOST fails at first send.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (a host name or IP address)")
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_sasl_mechanism", "kafka_sasl_username", "kafka_ssl_ca_location", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("kafka_ssl_ca_location")
+    @classmethod
+    def _ca_file_exists(cls, value: str | None) -> str | None:
+        # "probe" asks librdkafka to find the system's CA bundle itself.
+        if value is None or value == "probe":
+            return value
+        if not (os.path.isfile(value) and os.access(value, os.R_OK)):
+            raise ValueError(f"no readable file at {value!r}")
         return value
 
     @field_validator("kafka_bootstrap_servers")
@@ -183,33 +255,31 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_format(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
-        try:
-            parts = urlsplit(raw)
-            parts.port  # noqa: B018 - raises ValueError on a non-numeric port
-        except ValueError as exc:
-            raise ValueError(f"malformed URL ({exc})") from None
-        if not parts.scheme.startswith("postgresql") or not parts.hostname or not parts.path[1:]:
+        # consumers/urls.py: the one parser; its errors never show any part of the URL.
+        url = parse_url(value.get_secret_value())
+        if not url.drivername.startswith("postgresql") or not url.host or not url.database:
             raise ValueError(
                 "expected postgresql[+psycopg2]://user:password@host:port/database, "
-                f"got {redact_url(raw)!r}"
+                f"got {redact_url(url)!r}"
             )
         return value
 
     @field_validator("chemical_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        url = parse_url(value)
+        if url.drivername not in ("http", "https") or not url.host:
+            raise ValueError(f"expected an http(s) URL, got {redact_url(url)!r}")
         return value.rstrip("/")
 
     @cached_property
     def sqlalchemy_url(self) -> str:
-        raw = self.database_url.get_secret_value()
-        if raw.startswith("postgresql://") or raw.startswith("postgres://"):
-            raw = "postgresql+psycopg2://" + raw.split("://", 1)[1]
-        return raw
+        """DATABASE_URL with the psycopg2 driver named, rendered by the parser that read it
+        (an escaped password stays escaped)."""
+        url = parse_url(self.database_url.get_secret_value())
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+psycopg2")
+        return url.render_as_string(hide_password=False)
 
     def kafka_common_config(self) -> dict[str, Any]:
         """librdkafka settings shared by consumers, producers and the admin client."""
@@ -226,18 +296,6 @@ class Settings(BaseSettings):
         if self.kafka_ssl_ca_location:
             config["ssl.ca.location"] = self.kafka_ssl_ca_location
         return config
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        return "<unparseable URL>"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -270,10 +270,14 @@ def main() -> None:
         _exit(str(exc), 1)
     except OperationalError as exc:
         from consumers.settings import redact_url
+        from storage.db import describe_error
 
-        url = redact_url(load_settings().sqlalchemy_url)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        _exit(f"cannot reach PostgreSQL at {url}: {reason}", 1)
+        # Never the driver's raw text: it quotes host names, which can hold a password.
+        s = load_settings()
+        _exit(
+            f"cannot reach PostgreSQL at {redact_url(s.sqlalchemy_url)}: {describe_error(exc, s)}",
+            1,
+        )
     except SystemExit:
         raise
     except KeyboardInterrupt:

@@ -20,8 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from consumers.settings import Settings, redact_url
+from consumers.urls import scrub
 from ops.topics import KafkaUnavailable, admin_client, existing_topics
-from storage.db import make_engine
+from storage.db import describe_error, make_engine
 
 BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
 
@@ -45,7 +46,8 @@ def check_postgresql(settings: Settings) -> dict[str, Any]:
             conn.execute(text("SELECT 1"))
         return {"status": "ok", "url": redact_url(settings.sqlalchemy_url)}
     except Exception as exc:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0][:200]
+        # describe_error: the driver's text without any part of the password.
+        reason = describe_error(exc, settings)
         return {"status": "down", "url": redact_url(settings.sqlalchemy_url), "error": reason}
     finally:
         engine.dispose()
@@ -63,11 +65,12 @@ def check_smtp(settings: Settings) -> dict[str, Any]:
 
 def check_chemical_api(settings: Settings) -> dict[str, Any]:
     url = f"{settings.chemical_api_url}/health"
+    shown = redact_url(url)  # the API URL may carry credentials too
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
-            return {"status": "ok" if 200 <= response.status < 300 else "down", "url": url}
+            return {"status": "ok" if 200 <= response.status < 300 else "down", "url": shown}
     except OSError as exc:
-        return {"status": "down", "url": url, "error": str(exc)[:200]}
+        return {"status": "down", "url": shown, "error": scrub(str(exc))}
 
 
 def breaker_states(settings: Settings) -> dict[str, Any]:

@@ -16,18 +16,13 @@ from typing import Any
 
 import structlog
 
-# The scheme is bounded ({0,30}) so the pattern stays linear: an unbounded one backtracks
-# quadratically over a long run of letters (a hostile payload stalled every thread once).
-_URL_PASSWORD = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]{0,30}://[^:/@\s]{1,256}:)[^@\s]{1,256}@"
-)
-REDACTED = "***"
+from consumers.urls import REDACTED, mask_url_passwords
 
 
 def mask_secrets(text: str) -> str:
-    if "://" not in text:
-        return text
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('scheme')}{REDACTED}@", text)
+    """URL passwords masked up to the last '@', the rule of consumers/urls.py: a password
+    with an unescaped '@' is hidden whole, however a reader splits it."""
+    return mask_url_passwords(text)
 
 
 def _redact(value: Any, fields: frozenset[str], depth: int = 0) -> Any:

@@ -8,20 +8,22 @@ from (retry_topics/policy.py), not something to queue behind forever.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 
 from consumers.settings import Settings
+from consumers.urls import parse_url, scrub
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def make_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
     return create_engine(
-        settings.sqlalchemy_url,
+        parse_url(settings.sqlalchemy_url),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout_s,
@@ -38,19 +40,34 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
     )
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str | URL) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    rendered = (parse_url(url) if isinstance(url, str) else url).render_as_string(
+        hide_password=False
+    )
     # ConfigParser interpolation: a '%' in a password must be doubled.
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
     return config
 
 
-def migrate(url: str) -> None:
+def describe_error(exc: BaseException, settings: Settings) -> str:
+    """One printable line about a database error, without the password.
+
+    A driver's message quotes what it was given (a host name, a DSN), which can hold part of
+    a password: URL passwords and the configured password, raw and escaped, are masked."""
+    url = parse_url(settings.sqlalchemy_url)
+    password = url.password if isinstance(url.password, str) else ""
+    secrets = [password, quote(password, safe=""), quote_plus(password)]
+    return scrub(str(getattr(exc, "orig", None) or exc), secrets=secrets)
+
+
+def migrate(url: str | URL) -> None:
     """Apply every pending migration; a no-op when the schema is current (idempotent).
 
     An advisory lock serialises concurrent start-ups (several consumer processes at once).
     """
+    url = parse_url(url) if isinstance(url, str) else url
     engine = create_engine(url)
     try:
         with engine.connect() as conn:

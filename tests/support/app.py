@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,6 +32,13 @@ def running_app(settings: Settings, handlers: dict[str, Handler] | None = None) 
         app.stop()
 
 
+def free_port() -> int:
+    """A port free right now, for a child process's /metrics (METRICS_PORT=0 is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
@@ -41,7 +49,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SMTP_PORT": str(settings.smtp_port),
         "CHEMICAL_API_URL": settings.chemical_api_url,
         "EVENT_TYPES": ",".join(settings.event_types),
-        "METRICS_PORT": "0",
+        "METRICS_PORT": str(free_port()),
         "COMMIT_INTERVAL_S": str(settings.commit_interval_s),
     }
     return env

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from consumers.settings import load_settings
 
 
-def test_sasl_ssl_settings_pass_through_to_librdkafka() -> None:
+def test_sasl_ssl_settings_pass_through_to_librdkafka(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"  # start-up checks that the file is there (issue 17)
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
     settings = load_settings(
         _env_file=None,
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_mechanism="PLAIN",
         kafka_sasl_username="u",
         kafka_sasl_password="p",
-        kafka_ssl_ca_location="/etc/ssl/ca.pem",
+        kafka_ssl_ca_location=str(ca),
     )
     config = settings.kafka_common_config()
     assert config["security.protocol"] == "SASL_SSL"
     assert config["sasl.mechanism"] == "PLAIN"
     assert config["sasl.username"] == "u"
     assert config["sasl.password"] == "p"
-    assert config["ssl.ca.location"] == "/etc/ssl/ca.pem"
+    assert config["ssl.ca.location"] == str(ca)
 
 
 def test_the_password_never_appears_in_the_settings_repr_or_str() -> None:

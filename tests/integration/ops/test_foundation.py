@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
 from ops.topics import admin_client, create_topics, existing_topics, list_topics
+from tests.support.app import free_port
 from tests.support.kafka import wait_for
 
 pytestmark = pytest.mark.integration
@@ -119,7 +120,7 @@ def test_sample_piped_through_kcat_reaches_the_running_consumer(
     """A round trip through a client nobody here wrote: sample | kcat -P -> run -> PostgreSQL."""
     kcat = shutil.which("kcat")
     assert kcat, "kcat is required (make deps installs it)"
-    env = {**env_for(settings), "EVENT_TYPES": "Report", "METRICS_PORT": "0"}
+    env = {**env_for(settings), "EVENT_TYPES": "Report", "METRICS_PORT": str(free_port())}
     assert cli("topics", "create", env=env).returncode == 0
     log_file = (tmp_path / "run.log").open("w")
     app = subprocess.Popen(
