@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -79,9 +79,18 @@ def parse_ref(text: str) -> tuple[str, int, int]:
 
 
 def iso(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC; None when absent, negative or past year 9999.
+
+    Record timestamps and time headers come from whoever produced the record: a forged
+    9223372036854775807 must print as None, not stop `dlq list` (issue 17 #7).
+    """
     if ms is None or ms < 0:
         return None
-    stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    try:  # integer arithmetic: ms / 1000 as a float loses the last millisecond near 9999
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    except OverflowError:
+        return None
+    stamp = moment.isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 
@@ -273,9 +282,12 @@ def partition_count(settings: Settings, topic: str) -> int:
 
 
 def _message_headers(message: Message) -> list[tuple[str, bytes]]:
-    raw = message.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [(n, v.encode() if isinstance(v, str) else (v or b"")) for n, v in pairs]
+    try:
+        return list(rh.message_headers(message) or [])
+    except rh.UnreadableHeaders:
+        # A header name that is not UTF-8 (produced straight to the DLQ): the client cannot
+        # hand the headers over at all; show the record without them rather than fail.
+        return []
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:

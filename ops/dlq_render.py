@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ops.dlq import DlqRecord, iso
+from schemas.safe_text import escape_controls
 
 if TYPE_CHECKING:
     from ops.dlq_replay import ReplayOutcome, ReplayPlan
@@ -132,6 +133,20 @@ def summarize(
 
 
 # -- terminal text (what the commands print without --json) ------------------------------------
+# Everything shown comes from record bytes a producer chose: each line goes through
+# `_screen`, so an escape sequence (clear screen, window title, hidden text) is printed as
+# \x1b..., never acted on (issue 17 #9). JSON needs nothing: json.dumps escapes controls.
+
+
+def _screen(lines: Iterable[str]) -> str:
+    return "\n".join(escape_controls(line) for line in lines)
+
+
+def _when(ms: int | None) -> str:
+    """A time for people: ISO 8601, or the raw number when it is no real time (forged)."""
+    if ms is None:
+        return "-"
+    return iso(ms) or f"{ms} (not a valid time)"
 
 
 def bounded(data: bytes | None, limit: int = 300) -> str:
@@ -152,7 +167,7 @@ def _bounded_text(text: str | None) -> str:
 
 def _origin(record: DlqRecord) -> str:
     o = record.origin
-    return "-" if o is None else f"{o.topic}:{o.partition}:{o.offset} at {iso(o.timestamp_ms)}"
+    return "-" if o is None else f"{o.topic}:{o.partition}:{o.offset} at {_when(o.timestamp_ms)}"
 
 
 def render_summary(rows: Sequence[dict[str, Any]], total: int) -> str:
@@ -167,10 +182,10 @@ def render_summary(rows: Sequence[dict[str, Any]], total: int) -> str:
         )
         lines += [
             f"    {g['count']:>7}  {g['error_class']:<28} {g['failure_kind']:<16} "
-            f"{g['oldest']} .. {g['newest']}"
+            f"{g['oldest'] or '-'} .. {g['newest'] or '-'}"
             for g in row["by_error"]
         ]
-    return "\n".join([*lines, f"total {total}"])
+    return _screen([*lines, f"total {total}"])
 
 
 def render_list(chosen: Sequence[tuple[DlqRecord, dict[str, Any] | None]]) -> str:
@@ -178,7 +193,7 @@ def render_list(chosen: Sequence[tuple[DlqRecord, dict[str, Any] | None]]) -> st
     lines = []
     for record, mark in chosen:
         lines.append(
-            f"{record.ref}  {iso(record.timestamp_ms)}  attempt={_v(record.attempt)}  "
+            f"{record.ref}  {_when(record.timestamp_ms)}  attempt={_v(record.attempt)}  "
             f"replays={record.replay_count}  {_v(record.failure_kind)}/{_v(record.dlq_reason)}  "
             f"event={_v(record.event_id)}" + ("  [replayed]" if mark else "")
         )
@@ -187,7 +202,7 @@ def render_list(chosen: Sequence[tuple[DlqRecord, dict[str, Any] | None]]) -> st
         )
         lines.append(f"    origin:  {_origin(record)}")
         lines.append(f"    payload: {bounded(record.value)}")
-    return "\n".join([*lines, f"{len(chosen)} records"])
+    return _screen([*lines, f"{len(chosen)} records"])
 
 
 def render_record(record: DlqRecord, mark: dict[str, Any] | None) -> str:
@@ -200,11 +215,11 @@ def render_record(record: DlqRecord, mark: dict[str, Any] | None) -> str:
     lines = [
         f"record         {record.ref}  ({record.topic} partition {record.partition} "
         f"offset {record.offset})",
-        f"dead-lettered  {iso(record.timestamp_ms)}",
+        f"dead-lettered  {_when(record.timestamp_ms)}",
         f"event id       {record.event_id or '-'}",
         f"origin         {_origin(record)}",
         f"group          {_v(record.group)}",
-        f"attempts       {_v(record.attempt)}  (first failure {_v(iso(record.first_failure_ms))})",
+        f"attempts       {_v(record.attempt)}  (first failure {_when(record.first_failure_ms)})",
         f"failure        {_v(record.failure_kind)} (dlq reason: {_v(record.dlq_reason)})",
         f"error          {_v(record.error_class)}: {_v(record.error_message)}",
         f"replays        {record.replay_count} (last replay id {record.replay_id or '-'})"
@@ -213,11 +228,10 @@ def render_record(record: DlqRecord, mark: dict[str, Any] | None) -> str:
         "headers",
         *(f"  {name}: {bounded(value, 200)}" for name, value in record.headers),
         f"payload ({len(payload)} bytes, {encoding})",
-        body,
-        "stack",
-        record.error_stack or "-",
     ]
-    return "\n".join(lines)
+    # The payload and the stack keep their newlines and tabs: they are blocks, not lines.
+    blocks = [body, "stack", record.error_stack or "-"]
+    return _screen(lines) + "\n" + "\n".join(escape_controls(b, keep_layout=True) for b in blocks)
 
 
 def render_replay(plan: ReplayPlan, outcome: ReplayOutcome, dry_run: bool) -> str:
@@ -232,4 +246,4 @@ def render_replay(plan: ReplayPlan, outcome: ReplayOutcome, dry_run: bool) -> st
         f"replayed, failed {len(outcome.failed)} (replay id {outcome.replay_id})"
     )
     lines += [f"failed: {ref}" for ref in outcome.failed]
-    return "\n".join(lines)
+    return _screen(lines)
