@@ -85,6 +85,9 @@ class Listener:
         # Retry records fetched before their due time, per partition, in offset order.
         self.not_due: dict[TopicPartitionKey, deque[Work]] = {}
         self.stopping = threading.Event()
+        # When the poll loop last turned (time.monotonic()): /healthz sees a hung loop or a
+        # stuck rebalance by its age (ops/health.py), not only a dead thread.
+        self.last_turn = time.monotonic()
         self.log = log.bind(event_type=self.event_type, group=names.group)
         self._last_commit = time.monotonic()
         self._last_lag = 0.0
@@ -102,6 +105,7 @@ class Listener:
         self.log.info("listener_started", topics=self.names.consumed())
         try:
             while not self.stopping.is_set():
+                self.last_turn = time.monotonic()
                 for message in self._fetch():
                     self._take(message)
                 self._flow_control()

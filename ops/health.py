@@ -7,13 +7,17 @@ Checks, each with a status of ok / down / unknown:
   chemical_api GET {CHEMICAL_API_URL}/health answers 2xx
   breakers     each breaker's state, read from the running application's /metrics
   lag          per consumer group: records between committed offsets and the end
+
+Also the running application's probes, served by ops/http.py: `liveness` (/healthz) and
+`readiness` (/readyz).
 """
 
 from __future__ import annotations
 
 import smtplib
+import time
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +27,9 @@ from consumers.settings import Settings, redact_url
 from consumers.urls import scrub
 from ops.topics import KafkaUnavailable, admin_client, existing_topics
 from storage.db import describe_error, make_engine
+
+if TYPE_CHECKING:
+    from consumers.app import App
 
 BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
 
@@ -146,3 +153,44 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"{'lag':<13} {entry['lag']:<8} {group}")
     lines.append("healthy" if report["healthy"] else "PROBLEM FOUND")
     return "\n".join(lines)
+
+
+# -- the running application's own probes (/healthz, /readyz in ops/http.py) ----------------
+
+
+def liveness(app: App, now: float | None = None) -> dict[str, Any]:
+    """/healthz: no listener crashed and every poll loop turned within LIVENESS_LOOP_TTL_S.
+
+    A thread that died is one way to stop consuming; a loop that no longer turns (a call that
+    never returns, a rebalance callback stuck waiting) is the other, and only the loop's age
+    shows it. A stopping listener is exempt: its loop has ended on purpose while it drains.
+    The body is `{"alive": true}` when alive, with the reasons when not."""
+    now = time.monotonic() if now is None else now
+    ttl = app.settings.liveness_loop_ttl_s
+    stalled = {
+        listener.event_type: round(now - listener.last_turn, 1)
+        for listener in app.listeners
+        if not listener.stopping.is_set() and now - listener.last_turn > ttl
+    }
+    crashed = app.failed.is_set()
+    if not crashed and not stalled:
+        return {"alive": True}
+    return {"alive": False, "listener_crashed": crashed, "stalled_loops_s": stalled, "ttl_s": ttl}
+
+
+def readiness(app: App, *, database: bool) -> dict[str, Any]:
+    """/readyz: alive, every listener has joined its consumer group, the database answers.
+
+    Joined, not "holds partitions": with more instances than partitions (a rollout's surge,
+    KEDA scaling up to the partition count) some instances rightly hold none, and a readiness
+    that waited for partitions would stall the rollout behind them."""
+    alive = bool(liveness(app)["alive"])
+    joined = app.ready()
+    partitions = sum(len(listener.book.owned()) for listener in app.listeners)
+    return {
+        "ready": alive and joined and database,
+        "alive": alive,
+        "listeners_joined": joined,
+        "database": database,
+        "partitions": partitions,
+    }

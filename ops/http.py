@@ -1,7 +1,8 @@
 """/metrics, /healthz and /readyz on one small HTTP server (127.0.0.1 unless configured).
 
-/healthz: the process is alive and no listener has crashed (liveness).
-/readyz:  every listener has its partitions assigned and the database answers (readiness).
+/healthz: no listener crashed and every poll loop turned recently (liveness, ops/health.py).
+/readyz:  alive, every listener joined its group (with or without partitions), the database
+          answers (readiness, ops/health.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+
+from ops.health import liveness, readiness
 
 if TYPE_CHECKING:
     from consumers.app import App
@@ -54,14 +57,11 @@ class HealthServer:
                 if self.path == "/metrics":
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
-                    alive = not server.app.failed.is_set()
-                    self._json(200 if alive else 503, {"alive": alive})
+                    body = liveness(server.app)
+                    self._json(200 if body["alive"] else 503, body)
                 elif self.path == "/readyz":
-                    listeners = server.app.ready()
-                    database = server._database_ok()
-                    ready = listeners and database
-                    body = {"ready": ready, "listeners_assigned": listeners, "database": database}
-                    self._json(200 if ready else 503, body)
+                    body = readiness(server.app, database=server._database_ok())
+                    self._json(200 if body["ready"] else 503, body)
                 else:
                     self._json(404, {"error": "not found"})
 

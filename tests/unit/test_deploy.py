@@ -163,6 +163,7 @@ class _StandInApp:
         self.failed = threading.Event()
         self.engine = None
         self.listeners: list[Any] = []
+        self.settings = Settings.model_construct(liveness_loop_ttl_s=60.0)
 
     def ready(self) -> bool:
         return True
