@@ -9,6 +9,7 @@ raises `BadRetryHeaders` and the record goes to the DLQ with the reason.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,12 +138,21 @@ def build(
     return headers
 
 
+# Not `message.headers()`: for a header name that is not UTF-8, confluent-kafka (2.16) returns
+# a list holding a NULL item *with an exception set*. A generic C-level call checks for that
+# and raises SystemError; a call site CPython 3.11 has specialised after a few hundred records
+# does not, and iterating the list then segfaults the process (reproduced by
+# tests/integration/consumers/test_poison_records.py). `methodcaller` always takes the
+# checked path. The broken list stays cached on the message: call this once per message.
+_read_headers = operator.methodcaller("headers")
+
+
 def message_headers(message: Any) -> Headers | None:
     """A consumed record's headers as (name, bytes) pairs (a null value becomes b"").
 
     Raises `UnreadableHeaders` when the client cannot decode them (see that class)."""
     try:
-        raw = message.headers()
+        raw = _read_headers(message)
     except Exception as exc:  # SystemError over UnicodeDecodeError, from the C extension
         cause = exc.__cause__ or exc.__context__ or exc
         raise UnreadableHeaders(
