@@ -49,6 +49,7 @@ from retry_topics.policy import (
 )
 from retry_topics.router import DeliveryProducer
 from schemas.events import Event
+from storage.claims import Claim, EffectBusy
 from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
 
 log = structlog.get_logger(__name__)
@@ -140,13 +141,7 @@ class Pipeline:
             self._write(work, event, work.performed)
             return
         try:
-            if self.handler.dependency is not None and self.writer.already_processed(
-                self.group,
-                work.origin.topic,
-                work.origin.partition,
-                work.origin.offset,
-                event.event_id,
-            ):
+            if self.handler.dependency is not None and not self._claim(work, event):
                 self.record(work, Status.DUPLICATE, None)
                 return
             if self.guard is not None:
@@ -157,6 +152,33 @@ class Pipeline:
             self.fail(work, exc)
             return
         self._write(work, event, performed)
+
+    def _claim(self, work: Work, event: Event) -> bool:
+        """Claim the event's outside effect: False when it was applied before (a duplicate);
+        raises EffectBusy while another copy performs it (storage/claims.py)."""
+        origin = work.origin
+        claim = self.writer.claim_effect(
+            self.group, origin.topic, origin.partition, origin.offset, event.event_id
+        )
+        if claim is Claim.DONE:
+            return False
+        if claim is Claim.BUSY:
+            raise EffectBusy(f"event {event.event_id} is being performed by another copy")
+        work.claimed = True
+        return True
+
+    def _release_claim(self, work: Work) -> None:
+        """The effect failed for good or goes to a retry tier: let the next copy claim it."""
+        if not work.claimed or work.event is None:
+            return
+        work.claimed = False
+        origin = work.origin
+        try:
+            self.writer.release_effect(
+                self.group, origin.topic, origin.partition, origin.offset, work.event.event_id
+            )
+        except Exception as exc:  # the retry (same origin) takes it over anyway
+            self.log.warning("claim_release_failed", error=str(exc)[:300], **work.log_fields())
 
     def _write(self, work: Work, event: Event, performed: Any) -> None:
         request = WriteRequest(
@@ -218,7 +240,9 @@ class Pipeline:
         )
         if isinstance(decision, HoldInPlace):
             self._hold(work, decision.delay_s, kind, error)
-        elif isinstance(decision, RetryTier):
+            return
+        self._release_claim(work)
+        if isinstance(decision, RetryTier):
             self._retry_later(work, error, kind, decision)
         else:
             self._route(work, error, kind, self.names.dlq, decision)

@@ -36,9 +36,12 @@ class Work:
     replay_count: int = 0
     due_ms: int | None = None
     held: int = 0  # times held in place (database down, breaker open)
+    claimed: bool = False  # holds the claim on its event's outside effect (storage/claims.py)
     lane_taken: bool = False  # its key's lane in the dispatcher is busy with it
     # What `perform` returned, kept while the event is held for the database only.
     performed: Any = NOT_PERFORMED
+    # Framed Avro whose writer schema the registry could not give yet (consumers/schema_wait.py).
+    schema_pending: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property

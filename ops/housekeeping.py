@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
 from ops import metrics
+from storage import claims
 from storage.dlq_tables import resolved_counts
 
 if TYPE_CHECKING:
@@ -70,7 +71,19 @@ def prune_old_rows(engine: Engine, settings: Settings) -> dict[str, int]:
     return {
         "event_records": prune_event_records(engine, settings.event_record_retention_days),
         "dedup_keys": prune_dedup_rows(engine, settings.dedup_retention_days),
+        "effect_claims": prune_expired_claims(engine),
     }
+
+
+def prune_expired_claims(engine: Engine, batch: int = PRUNE_BATCH) -> int:
+    """Expired effect claims (storage/claims.py): one per email or look-up, kept no longer."""
+    deleted = 0
+    while True:
+        with engine.begin() as conn:
+            rowcount = claims.prune_expired(conn, batch)
+        deleted += rowcount
+        if rowcount < batch:
+            return deleted
 
 
 class Housekeeping:

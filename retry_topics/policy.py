@@ -6,6 +6,9 @@
     dependency_down  -> held in place while the dependency's breaker is open: no attempt used
     database_down    -> held in place with capped exponential backoff: nothing can be
                         recorded, so nothing is routed anywhere until the database is back
+    effect_busy      -> held in place briefly: another copy of the event is performing its
+                        effect (storage/claims.py); this one ends a duplicate, or performs it
+                        if that copy failed
 
 No broker, no database: everything here is unit-tested with plain values.
 """
@@ -24,6 +27,7 @@ from sqlalchemy import exc as sa_exc
 from consumers.handlers.base import DependencyDownError, PermanentError, TransientError
 from retry_topics.naming import tier_delays_ms
 from schemas.codec import InvalidEvent
+from storage.claims import EffectBusy
 
 # PostgreSQL error codes that mean "this statement lost a race; try again later".
 _TRANSIENT_PGCODES = {
@@ -52,11 +56,14 @@ class FailureKind(StrEnum):
     INVALID = "invalid"
     DEPENDENCY_DOWN = "dependency_down"
     DATABASE_DOWN = "database_down"
+    EFFECT_BUSY = "effect_busy"
 
 
 def classify(error: BaseException) -> FailureKind:
     if isinstance(error, InvalidEvent):
         return FailureKind.INVALID
+    if isinstance(error, EffectBusy):
+        return FailureKind.EFFECT_BUSY
     if isinstance(error, CircuitBreakerError):
         return FailureKind.DEPENDENCY_DOWN
     if isinstance(error, PermanentError):
@@ -143,6 +150,8 @@ def decide(
         return HoldInPlace(hold_delay_s(held_times, rng))
     if kind is FailureKind.DEPENDENCY_DOWN:
         return HoldInPlace(hold_delay_s(held_times, rng, base_s=1.0, cap_s=5.0))
+    if kind is FailureKind.EFFECT_BUSY:  # the other copy commits within milliseconds
+        return HoldInPlace(hold_delay_s(held_times, rng, base_s=0.05, cap_s=2.0))
     if attempt > policy.retries:
         return DeadLetter("exhausted")
     delay = backoff_ms(attempt, policy, rng)

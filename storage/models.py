@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -64,6 +65,8 @@ event_records = Table(
 )
 Index("ix_event_records_type_status", event_records.c.event_type, event_records.c.status)
 Index("ix_event_records_event_id", event_records.c.event_id)
+# Pruning past EVENT_RECORD_RETENTION_DAYS (ops/housekeeping.py); migration 0004.
+Index("ix_event_records_first_seen_at", event_records.c.first_seen_at)
 
 chemicals = Table(
     "chemicals",
@@ -112,6 +115,31 @@ chemical_lookups = Table(
     Column("event_id", String(36), nullable=False, unique=True),
     Column("data", JSONB, nullable=False),
     Column("fetched_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Before an outside effect (an email, a look-up call) a copy of an event claims its id here,
+# so overlapping copies perform it once (storage/claims.py). Expired claims are pruned.
+effect_claims = Table(
+    "effect_claims",
+    metadata,
+    Column("consumer_group", String(200), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("origin_topic", String(250), nullable=False),
+    Column("origin_partition", Integer, nullable=False),
+    Column("origin_offset", BigInteger, nullable=False),
+    Column("claimed_until", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("consumer_group", "event_id"),
+)
+Index("ix_effect_claims_claimed_until", effect_claims.c.claimed_until)
+
+# Secrets the application makes for itself, e.g. the key that signs replay headers
+# (retry_topics/signing.py): shared by every instance and the CLI through the database.
+app_secrets = Table(
+    "app_secrets",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # Emails have no table of their own: the SMTP server is their effect; the event record and

@@ -44,11 +44,11 @@ from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, delete, or_, select, tuple_
+from sqlalchemy import delete, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from retry_topics import policy
-from storage import bulk
+from storage import bulk, claims
 from storage.models import dedup_keys
 
 log = structlog.get_logger(__name__)
@@ -152,28 +152,17 @@ class BatchWriter:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def already_processed(
+    def claim_effect(
         self, group: str, topic: str, partition: int, offset: int, event_id: str
-    ) -> bool:
-        """Read-only dedup check before an external side effect (an email must not be sent
-        again for an event whose effect is already committed)."""
-        query = (
-            select(dedup_keys.c.origin_offset)
-            .where(
-                dedup_keys.c.consumer_group == group,
-                or_(
-                    and_(
-                        dedup_keys.c.origin_topic == topic,
-                        dedup_keys.c.origin_partition == partition,
-                        dedup_keys.c.origin_offset == offset,
-                    ),
-                    dedup_keys.c.event_id == event_id,
-                ),
-            )
-            .limit(1)
-        )
-        with self._engine.connect() as conn:
-            return conn.execute(query).first() is not None
+    ) -> claims.Claim:
+        """Before an outside effect: may this copy perform it (storage/claims.py)?"""
+        return claims.claim(self._engine, group, topic, partition, offset, event_id)
+
+    def release_effect(
+        self, group: str, topic: str, partition: int, offset: int, event_id: str
+    ) -> None:
+        """The effect failed: give its claim up for the retry or another copy."""
+        claims.release(self._engine, group, topic, partition, offset, event_id)
 
     # -- writer threads ------------------------------------------------------------------
 

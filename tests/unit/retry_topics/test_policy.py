@@ -22,6 +22,7 @@ from retry_topics.policy import (
     hold_delay_s,
 )
 from schemas.codec import InvalidEvent
+from storage.claims import EffectBusy
 
 
 def _db_error(orig: Exception, cls: type = sa_exc.OperationalError) -> Exception:
@@ -108,3 +109,16 @@ def test_hold_backoff_is_capped() -> None:
     rng = random.Random(5)
     delays = [hold_delay_s(n, rng, base_s=0.25, cap_s=10) for n in range(40)]
     assert all(0.125 <= d <= 10 for d in delays)
+
+
+def test_a_copy_whose_effect_another_copy_performs_waits_briefly_and_keeps_its_attempt() -> None:
+    rng = random.Random(1)
+    error = EffectBusy("event e is being performed by another copy")
+    assert classify(error) is FailureKind.EFFECT_BUSY
+    delays = [
+        decide(FailureKind.EFFECT_BUSY, 1, RetryPolicy(), now_ms=0, rng=rng, held_times=n)
+        for n in range(30)
+    ]
+    assert all(isinstance(d, HoldInPlace) for d in delays)
+    assert max(d.delay_s for d in delays) <= 2.0  # type: ignore[union-attr]
+    assert delays[0].delay_s <= 0.05  # type: ignore[union-attr]
