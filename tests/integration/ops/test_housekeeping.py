@@ -115,6 +115,25 @@ def test_housekeeping_prunes_both_tables_by_their_settings(
     add_dedup_rows(db_engine, 0, 4, days=45)
     add_dedup_rows(db_engine, 100, 6, days=20)
 
-    assert prune_old_rows(db_engine, s) == {"event_records": 7, "dedup_keys": 4}
+    pruned = prune_old_rows(db_engine, s)
+    assert (pruned["event_records"], pruned["dedup_keys"]) == (7, 4)
     assert offsets(db_engine, "event_records") == {100, 101, 102}
     assert offsets(db_engine, "dedup_keys") == set(range(100, 106))
+
+
+def test_pruning_event_records_uses_the_first_seen_index(db_engine: Engine) -> None:
+    """A batch must not scan the whole table (migration 0004): the planner, told to avoid
+    sequential scans where it can, still has an index to find old rows by."""
+    add_records(db_engine, 0, 50, seen_days=40, updated_days=40)
+    with db_engine.begin() as conn:
+        conn.execute(text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            conn.execute(
+                text(
+                    "EXPLAIN SELECT ctid FROM event_records WHERE first_seen_at < "
+                    "now() - make_interval(days => 35) AND updated_at < "
+                    "now() - make_interval(days => 35) LIMIT 10"
+                )
+            ).scalars()
+        )
+    assert "ix_event_records_first_seen_at" in plan, plan
