@@ -157,7 +157,9 @@ def topics_list(as_json: JsonFlag = False) -> None:
 def sample(
     event_type: Annotated[str, typer.Argument(help=f"One of {', '.join(EVENT_TYPES)}.")],
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=1_000_000)] = 1,
-    keys: Annotated[int | None, typer.Option(help="Limit the number of distinct keys.")] = None,
+    keys: Annotated[
+        int | None, typer.Option(min=1, help="Limit the number of distinct keys.")
+    ] = None,
     with_key: Annotated[
         bool, typer.Option("--with-key", help="Prefix each line with 'key|' for kcat -K'|'.")
     ] = False,
@@ -260,10 +262,11 @@ def main() -> None:
     """Console-script entry point: one-line errors, exit codes 0 / 1 / 2."""
     from sqlalchemy.exc import OperationalError
 
+    from ops.cli_usage import invoke
     from ops.topics import KafkaUnavailable
 
     try:
-        app(standalone_mode=True)
+        invoke(app)  # usage errors: one line, exit 2 (ops/cli_usage.py)
     except ConfigError as exc:
         _exit(f"configuration error: {exc}", 2)
     except (KafkaUnavailable, Problem) as exc:

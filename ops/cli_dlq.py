@@ -74,6 +74,7 @@ EventIdOpt = Annotated[
     typer.Option("--event-id", metavar="ID", help="Only this event id (repeatable)."),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most N records.")]
+MAX_AGE_DAYS = 10_000  # ~27 years: further back than any record; more overflowed the cutoff
 YesFlag = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DryRunFlag = Annotated[
     bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")
@@ -111,10 +112,14 @@ def _filters(
     event_ids: list[str] | None,
     limit: int | None,
 ) -> Filters:
+    since_ms = parse_time(since, "--since") if since is not None else None
+    until_ms = parse_time(until, "--until") if until is not None else None
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        raise DlqUsageError(f"--since {since} is not before --until {until}: nothing can match")
     return Filters(
         error_class=error_class,
-        since_ms=parse_time(since, "--since") if since is not None else None,
-        until_ms=parse_time(until, "--until") if until is not None else None,
+        since_ms=since_ms,
+        until_ms=until_ms,
         partition=partition,
         event_ids=frozenset(event_ids or ()),
         limit=limit,
@@ -323,6 +328,7 @@ def purge(
         typer.Option(
             "--older-than-days",
             min=0,
+            max=MAX_AGE_DAYS,
             help="Cutoff age; without filters the default is DLQ_RETENTION_DAYS (30).",
         ),
     ] = None,

@@ -27,7 +27,9 @@ from consumers.settings import EVENT_TYPES, Settings
 from retry_topics import headers as rh
 from retry_topics.naming import kebab
 from schemas.codec import InvalidEvent, decode
+from schemas.validation import datetime_to_millis
 
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 READ_STALL_S = 30.0  # no progress for this long while reading a DLQ: give up
 rdkafka_log = logging.getLogger("librdkafka.dlq")
 rdkafka_log.setLevel(logging.CRITICAL)
@@ -67,7 +69,16 @@ def parse_time(text: str, option: str = "--since") -> int:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    try:
+        ms = datetime_to_millis(parsed)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00, before year 1 in UTC
+        ms = -1
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise DlqUsageError(
+            f"{option}: {text!r} is outside 1970-01-01 .. 9999-12-31 UTC, the times a Kafka "
+            "record can carry"
+        )
+    return ms
 
 
 def parse_ref(text: str) -> tuple[str, int, int]:

@@ -60,6 +60,10 @@ def who() -> str:
         return os.environ.get("USER") or "unknown"
 
 
+MIN_RATE = 0.01  # one record every 100 s: slower is a mistake, not a plan
+MAX_RATE = 1_000_000.0
+
+
 def parse_rate(text: str) -> float:
     """`100`, `100/s` or `2.5/s` -> records per second."""
     raw = text.strip().removesuffix("/s")
@@ -67,8 +71,11 @@ def parse_rate(text: str) -> float:
         rate = float(raw)
     except ValueError:
         raise DlqUsageError(f"--rate: expected N or N/s such as 100/s, got {text!r}") from None
-    if not 0 < rate <= 1_000_000:
-        raise DlqUsageError(f"--rate must be above 0 and at most 1000000/s, got {text!r}")
+    # Bounded below too: 1e-300/s passed "above 0", then 1/rate overflowed mid-replay.
+    if not MIN_RATE <= rate <= MAX_RATE:  # also false for nan
+        raise DlqUsageError(
+            f"--rate must be from {MIN_RATE} to {MAX_RATE:.0f} records per second, got {text!r}"
+        )
     return rate
 
 
