@@ -21,11 +21,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from consumers.offsets import OffsetBook, TopicPartitionKey
 from consumers.pausing import PauseBook
 from consumers.processing import Pipeline
+from consumers.schema_wait import SchemaWait
 from consumers.work import Work, now_ms
 from ops import metrics
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from schemas.codec import InvalidEvent, decode
+from schemas.registry import RegistryUnavailable, WriterSchemas
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +40,9 @@ MAX_NOT_DUE = 1000
 # so a short wait is cheaper for the brief stalls of normal load; a longer stall (a slow
 # database) still pauses, which keeps consume() and so rebalances going.
 BACKPRESSURE_WAIT_S = 0.25
+# Lag is exported every LAG_EXPORT_S from the poll thread; each broker query is bounded.
+LAG_EXPORT_S = 5.0
+LAG_QUERY_TIMEOUT_S = 2.0
 
 
 def consumer_config(common: dict[str, Any], group: str) -> dict[str, Any]:
@@ -69,6 +74,7 @@ class Listener:
         max_event_bytes: int,
         revoke_wait_s: float = 10.0,
         shutdown_timeout_s: float = 30.0,
+        writer_schemas: WriterSchemas | None = None,
     ) -> None:
         self.names = names
         self.event_type = names.event_type
@@ -84,6 +90,8 @@ class Listener:
         self.retry_topics = {spec.name for spec in names.retry_tiers}
         # Retry records fetched before their due time, per partition, in offset order.
         self.not_due: dict[TopicPartitionKey, deque[Work]] = {}
+        self.writer_schemas = writer_schemas  # None: SCHEMA_REGISTRY_URL not set
+        self.schema_wait = SchemaWait(self.pauses, self.event_type)
         self.stopping = threading.Event()
         # When the poll loop last turned (time.monotonic()): /healthz sees a hung loop or a
         # stuck rebalance by its age (ops/health.py), not only a dead thread.
@@ -146,6 +154,12 @@ class Listener:
             self.log.exception("record_intake_failed", offset=message.offset())
             work = self._bare_work(message, headers=None)
             work.rejected = exc
+        if work.schema_pending or self.schema_wait.holding(work.tp):
+            self.schema_wait.hold(work)  # until the Schema Registry answers, in offset order
+            return
+        self._hand_over(work)
+
+    def _hand_over(self, work: Work) -> None:
         tp = work.tp
         waiting = self.not_due.get(tp)
         if waiting is not None or (work.due_ms is not None and work.due_ms > now_ms()):
@@ -191,13 +205,25 @@ class Listener:
             self._read_retry_headers(work, headers)
         else:
             self._read_replay_headers(work, headers)
+        work.schema_pending = not self._decode(work)
+        return work
+
+    def _decode(self, work: Work) -> bool:
+        """Decode the event (or reject it); False when the Schema Registry cannot be asked."""
         try:
             work.event = decode(
-                work.value, headers, self.event_type, max_bytes=self.max_event_bytes
+                work.value,
+                work.headers,
+                self.event_type,
+                max_bytes=self.max_event_bytes,
+                registry=self.writer_schemas,
+                key=work.key,
             )
         except InvalidEvent as exc:
             work.rejected = exc
-        return work
+        except RegistryUnavailable:
+            return False
+        return True
 
     def _release_due(self) -> None:
         """Hand over the waiting retry records whose due time has come; resume when empty."""
@@ -259,6 +285,7 @@ class Listener:
             self.pauses.add(owned, "breaker")
         else:
             self.pauses.remove(owned, "breaker")
+        self.schema_wait.release(self._decode, self._hand_over)
         self._release_due()
 
     def _poll_timeout(self) -> float:
@@ -283,24 +310,39 @@ class Listener:
                 self.book.committed(offsets)
             except KafkaException as exc:  # widens the redelivery window only; dedup covers it
                 self.log.warning("commit_failed", error=str(exc))
-        if time.monotonic() - self._last_lag > 5:
+        if time.monotonic() - self._last_lag > LAG_EXPORT_S:
             self._last_lag = time.monotonic()
             self._export_lag()
 
     def _export_lag(self) -> None:
-        for topic, partition in self.book.owned():
+        """Lag per owned partition: its end offset minus the group's committed offset.
+
+        Both asked of the broker, not taken from the offset book: a consumer whose work is
+        stuck commits nothing new, and that is exactly when the lag must show (the P0 alert
+        QchemNothingProcessed needs it > 0). Not the cached watermarks either: a paused
+        partition is not fetched, so its cached end offset stops moving."""
+        owned = [TopicPartition(t, p) for t, p in self.book.owned()]
+        if not owned:
+            return
+        try:
+            committed = self.consumer.committed(owned, timeout=LAG_QUERY_TIMEOUT_S)
+        except KafkaException as exc:
+            self.log.warning("lag_query_failed", error=str(exc))
+            return
+        for tp in committed:
             try:
-                _low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True
+                low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=LAG_QUERY_TIMEOUT_S
                 )
             except KafkaException:
                 continue
-            committed = self.book.to_commit().get((topic, partition))
-            position = committed if committed is not None else high
-            if high >= 0 and position is not None and position >= 0:
-                metrics.CONSUMER_LAG.labels(self.event_type, topic, str(partition)).set(
-                    max(0, high - position)
-                )
+            if high < 0:
+                continue
+            # Nothing committed yet: the group starts from the beginning (earliest).
+            position = tp.offset if tp.offset >= 0 else low
+            metrics.CONSUMER_LAG.labels(self.event_type, tp.topic, str(tp.partition)).set(
+                max(0, high - position)
+            )
 
     # -- rebalance callbacks (run inside consume(), on this thread) ---------------------------
 
@@ -328,6 +370,7 @@ class Listener:
     def _forget(self, tps: list[TopicPartitionKey]) -> None:
         self.book.revoke(tps)
         self.pauses.forget(tps)
+        self.schema_wait.forget(tps)
         for tp in tps:
             self.not_due.pop(tp, None)
             # A partition we no longer own must not keep showing its old lag.
