@@ -25,7 +25,7 @@ from consumers.handlers.base import Handler
 from consumers.listener import Listener
 from consumers.offsets import OffsetBook
 from consumers.processing import Pipeline
-from consumers.settings import Settings
+from consumers.settings import ConfigError, Settings
 from consumers.timers import Timers
 from ops import metrics
 from ops.housekeeping import Housekeeping
@@ -63,8 +63,26 @@ class App:
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    def bind(self) -> None:
+        """Bind the metrics port before anything else starts (issue 17, defect 5): a taken
+        port used to leave a consumer running without /metrics that ignored SIGTERM. Now it is
+        a start-up error naming METRICS_PORT (exit 2)."""
+        if self.health is not None:
+            return
+        s = self.settings
+        try:
+            self.health = HealthServer(s.metrics_host, s.metrics_port, self)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigError(
+                f"METRICS_PORT: cannot listen on {s.metrics_host}:{s.metrics_port} ({reason})"
+            ) from None
+
     def start(self) -> None:
         s = self.settings
+        self.bind()
+        assert self.health is not None
+        self.health.start()  # /healthz answers during migrations; /readyz says not yet
         migrate(s.sqlalchemy_url)
         self.engine = make_engine(s)
         self.producer = DeliveryProducer(s.kafka_common_config())
@@ -74,15 +92,12 @@ class App:
         self.housekeeping.start()
         self.dlq_monitor = DlqMonitor(s, self.producer, self.breakers, self.engine)
         self.dlq_monitor.start()
-        if s.metrics_port or s.metrics_port == 0:
-            self.health = HealthServer(s.metrics_host, s.metrics_port, self)
-            self.health.start()
         log.info(
             "app_started",
             event_types=list(s.event_types),
             concurrency=s.concurrency,
             bootstrap=s.kafka_bootstrap_servers,
-            metrics=f"http://{s.metrics_host}:{self.health.port}/metrics" if self.health else None,
+            metrics=f"http://{s.metrics_host}:{self.health.port}/metrics",
         )
 
     def _start_listener(self, event_type: str) -> None:
@@ -181,7 +196,11 @@ class App:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # whatever did start must not outlive a failed start-up
+            raise
         while not stop.is_set() and not self.failed.is_set():
             time.sleep(0.2)
         self.stop()

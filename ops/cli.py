@@ -98,8 +98,10 @@ def run() -> None:
 
     s = settings()
     configure(s.log_level, s.log_format, s.log_redact_fields)
+    application = App(s)
+    application.bind()  # a taken metrics port fails before Kafka or PostgreSQL is touched
     create_topics(s)
-    raise typer.Exit(App(s).run())
+    raise typer.Exit(application.run())
 
 
 @app.command()

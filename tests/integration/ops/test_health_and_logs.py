@@ -70,7 +70,7 @@ def test_metrics_health_and_readiness_endpoints(settings: Settings, db_engine: E
         assert get(f"{base}/healthz") == (200, json.dumps({"alive": True}))
         status, ready = get(f"{base}/readyz")
         assert status == 200 and json.loads(ready)["ready"] is True
-        assert app.health._server.server_address[0] == "127.0.0.1"  # loopback by default
+        assert app.health.host == "127.0.0.1"  # loopback by default
         # Every metric the dashboard and the alert rules query is exported by this app.
         exported = exposed_metric_names(get(f"{base}/metrics")[1])
         missing = queried_metric_names() - exported
