@@ -181,17 +181,27 @@ def sample(
 
 
 @app.command()
-def stats(as_json: JsonFlag = False) -> None:
-    """Counts by event type and status, success rate, attempts distribution.
+def stats(
+    as_json: JsonFlag = False,
+    all_groups: Annotated[
+        bool,
+        typer.Option(
+            "--all-groups", help="Count every consumer group in the database, not TOPIC_PREFIX's."
+        ),
+    ] = False,
+) -> None:
+    """Counts by event type and status, success rate, attempts distribution, for the consumer
+    groups of TOPIC_PREFIX.
 
     Example: qchem-events stats --json
     """
     from ops.stats import event_stats, render
     from storage.db import make_engine
 
-    engine = make_engine(settings(), pool_size=1)
+    s = settings()
+    engine = make_engine(s, pool_size=1)
     try:
-        data = event_stats(engine)
+        data = event_stats(engine, None if all_groups else s.topic_prefix)
     finally:
         engine.dispose()
     emit(data, as_json, render(data))

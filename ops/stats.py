@@ -1,39 +1,60 @@
-"""`qchem-events stats`: what the event records say, by event type (runbook: success rate)."""
+"""`qchem-events stats`: what the event records say, by event type (runbook: success rate).
+
+Scoped to the consumer groups of one topic prefix (`<prefix>-events.<type>`, every known type)
+by default: a database shared by several deployments or test runs was counted as one.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy import bindparam, text
+from sqlalchemy.engine import Connection, Engine
+
+from consumers.settings import EVENT_TYPES
+from retry_topics.naming import TopicNames
 
 FINAL = ("succeeded", "dlq", "invalid")
 
 
-def event_stats(engine: Engine) -> dict[str, Any]:
+def groups_of(prefix: str) -> list[str]:
+    """The consumer groups of a prefix's listeners, every known type - exact names, not a
+    LIKE pattern, in which a prefix's '_' would be a wildcard."""
+    return [TopicNames(prefix, event_type).group for event_type in EVENT_TYPES]
+
+
+def event_stats(engine: Engine, prefix: str | None) -> dict[str, Any]:
+    """Counts by type and status for one prefix's consumer groups, or all when `prefix` is
+    None."""
+    where = "consumer_group IN :groups" if prefix is not None else "TRUE"
+    params = {"groups": groups_of(prefix)} if prefix is not None else {}
+
+    def query(conn: Connection, sql: str) -> Any:
+        statement = text(sql.format(where=where))
+        if prefix is not None:
+            statement = statement.bindparams(bindparam("groups", expanding=True))
+        return conn.execute(statement, params).all()
+
     with engine.connect() as conn:
-        by_status = conn.execute(
-            text(
-                "SELECT event_type, status, count(*) FROM event_records "
-                "GROUP BY event_type, status ORDER BY event_type, status"
-            )
-        ).all()
-        attempts = conn.execute(
-            text(
-                "SELECT event_type, attempts, count(*) FROM event_records "
-                "WHERE status = 'succeeded' GROUP BY event_type, attempts ORDER BY 1, 2"
-            )
-        ).all()
-        timing = conn.execute(
-            text(
-                "SELECT event_type, "
-                "percentile_cont(0.5) WITHIN GROUP (ORDER BY processing_ms), "
-                "percentile_cont(0.9) WITHIN GROUP (ORDER BY processing_ms), "
-                "percentile_cont(0.99) WITHIN GROUP (ORDER BY processing_ms), "
-                "max(processing_ms) FROM event_records WHERE status = 'succeeded' "
-                "GROUP BY event_type"
-            )
-        ).all()
+        by_status = query(
+            conn,
+            "SELECT event_type, status, count(*) FROM event_records WHERE {where} "
+            "GROUP BY event_type, status ORDER BY event_type, status",
+        )
+        attempts = query(
+            conn,
+            "SELECT event_type, attempts, count(*) FROM event_records "
+            "WHERE status = 'succeeded' AND {where} GROUP BY event_type, attempts ORDER BY 1, 2",
+        )
+        timing = query(
+            conn,
+            "SELECT event_type, "
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY processing_ms), "
+            "percentile_cont(0.9) WITHIN GROUP (ORDER BY processing_ms), "
+            "percentile_cont(0.99) WITHIN GROUP (ORDER BY processing_ms), "
+            "max(processing_ms) FROM event_records WHERE status = 'succeeded' AND {where} "
+            "GROUP BY event_type",
+        )
     types: dict[str, dict[str, Any]] = {}
     for event_type, status, count in by_status:
         entry = types.setdefault(event_type, {"counts": {}, "attempts": {}, "processing_ms": {}})
@@ -51,7 +72,7 @@ def event_stats(engine: Engine) -> dict[str, Any]:
         final = sum(entry["counts"].get(s, 0) for s in FINAL)
         succeeded = entry["counts"].get("succeeded", 0)
         entry["success_rate"] = round(succeeded / final, 4) if final else None
-    return {"event_types": types}
+    return {"scope": {"prefix": prefix}, "event_types": types}
 
 
 def _num(value: Any) -> float | None:
@@ -68,4 +89,10 @@ def render(stats: dict[str, Any]) -> str:
         lines.append(f"{event_type:<16} {rate_text:>8}  {counts}  [{attempts}]")
     if len(lines) == 1:
         lines.append("(no events recorded yet)")
+    prefix = stats.get("scope", {}).get("prefix")
+    lines.append(
+        f"(consumer groups {prefix}-events.*; --all-groups counts every prefix)"
+        if prefix is not None
+        else "(every consumer group in the database)"
+    )
     return "\n".join(lines)
