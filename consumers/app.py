@@ -161,7 +161,7 @@ class App:
             log.exception("listener_crashed", event_type=listener.event_type)
             self.failed.set()
 
-    def stop(self) -> None:
+    def stop(self, *, quiet: bool = False) -> None:
         if self.dlq_monitor is not None:
             self.dlq_monitor.stop()
         for listener in self.listeners:
@@ -181,7 +181,8 @@ class App:
             self.health.stop()
         if self.engine is not None:
             self.engine.dispose()
-        log.info("app_stopped")
+        if not quiet:
+            log.info("app_stopped")
 
     def run(self) -> int:
         """Run in the foreground until a signal; the exit code for the process."""
@@ -199,7 +200,9 @@ class App:
         try:
             self.start()
         except BaseException:
-            self.stop()  # whatever did start must not outlive a failed start-up
+            # Whatever did start must not outlive a failed start-up; the caller prints the
+            # one-line error, so no "app_stopped" line before it.
+            self.stop(quiet=True)
             raise
         while not stop.is_set() and not self.failed.is_set():
             time.sleep(0.2)
