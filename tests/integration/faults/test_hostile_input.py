@@ -3,9 +3,13 @@ hypothesis strategies and produced in one go, valid events interleaved.
 
 Random bytes, truncated Avro, JSON bombs (deep nesting, huge strings up to the size limit),
 wrong types, unknown event types, invalid UTF-8, empty keys, oversized values, strings too
-long for their database column, and hostile retry headers on a retry tier. Expected: no
-crash, no stall (everything drained, offsets at the end), every hostile record in the DLQ
-with its original key and bytes, and the valid events around them applied once, in order.
+long for their database column, and hostile retry headers on a retry tier - on the
+ChemicalStatus topics; on the Email and Report topics, RFC 2047 encoded words in subjects,
+`to` fields naming several or other addresses, and control characters in every report field
+(issue 17 #2, #4, #8). Expected: no crash, no stall (everything drained, offsets at the
+end), every hostile record in the DLQ with its original key and bytes (the mail and report
+ones INVALID at once, never handed to a handler), nothing hostile at the SMTP server, and
+the valid events around them applied once, in order.
 """
 
 from __future__ import annotations
@@ -26,13 +30,21 @@ from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
+from ops.devservers import SmtpSink
 from ops.topics import create_topics
 from retry_topics import headers as rh
 from schemas.codec import AVRO, CONTENT_TYPE_HEADER, InvalidEvent, decode, encode_avro, encode_json
 from schemas.events import PAYLOAD_TYPES
 from tests.support.app import AppProcess, running_app
 from tests.support.faults import Record, names, produce_now, scaled, soak_timeout, tagged_events
-from tests.support.hostile import RETRY_HEADER_NAMES
+from tests.support.hostile import (
+    MAIL_AND_REPORT,
+    RETRY_HEADER_NAMES,
+    check_mail_and_reports,
+    dumps,
+    mail_and_report_strategies,
+    replaced,
+)
 from tests.support.oracle import Hostile, Oracle
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
@@ -62,9 +74,11 @@ def generate(strategy: st.SearchStrategy[Any], count: int, at_seed: int) -> list
     return drawn
 
 
-def is_invalid(value: bytes | None, headers: list[tuple[str, bytes]] | None) -> bool:
+def is_invalid(
+    value: bytes | None, headers: list[tuple[str, bytes]] | None, event_type: str = TYPE
+) -> bool:
     try:
-        decode(value, headers, TYPE, max_bytes=MAX_BYTES)
+        decode(value, headers, event_type, max_bytes=MAX_BYTES)
     except InvalidEvent:
         return True
     return False
@@ -100,17 +114,6 @@ DB_COLUMNS = {"chemical_id": 100, "status": 50, "regulation": 200, "cas_number":
 def hostile_strategies(base: list[dict[str, Any]], avro: list[bytes]) -> dict[str, Any]:
     """category -> strategy of (key, value, headers); `base` are valid events as dicts."""
     docs = st.sampled_from(base)
-
-    def dumps(doc: Any) -> bytes:
-        return json.dumps(doc).encode()
-
-    def replaced(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-        doc = json.loads(json.dumps(doc))
-        target = doc
-        for name in path[:-1]:
-            target = target[name]
-        target[path[-1]] = value
-        return doc
 
     @st.composite
     def truncated_avro(draw: Callable[..., Any]) -> Any:
@@ -211,17 +214,50 @@ HEADER_VALUES = st.one_of(
 )
 
 
+def valid_events_of_three_types(tag: str, rng: random.Random) -> list[Any]:
+    """ChemicalStatus events (60 keys), with a few Emails and Reports spread among them;
+    each type keeps its own order."""
+    by_type = {
+        TYPE: tagged_events(TYPE, scaled(600), tag=tag, keys=60),
+        "Email": tagged_events("Email", scaled(30), tag=tag, keys=10),
+        "Report": tagged_events("Report", scaled(30), tag=tag),
+    }
+    labels = [t for t, events in by_type.items() for _ in events]
+    rng.shuffle(labels)
+    queues = {t: iter(events) for t, events in by_type.items()}
+    return [next(queues[t]) for t in labels]
+
+
 def test_hostile_input_goes_to_the_dlq_with_its_bytes_and_valid_events_flow(
     settings: Settings, db_engine: Engine
 ) -> None:
-    settings = settings.model_copy(update={"event_types": (TYPE,), "max_event_bytes": MAX_BYTES})
+    sink = SmtpSink()
+    sink.start()
+    settings = settings.model_copy(
+        update={
+            "event_types": (TYPE, "Email", "Report"),
+            "max_event_bytes": MAX_BYTES,
+            "smtp_host": sink.host,
+            "smtp_port": sink.port,
+        }
+    )
+    try:
+        run_hostile_input(settings, db_engine, sink)
+    finally:
+        sink.stop()
+
+
+def run_hostile_input(settings: Settings, db_engine: Engine, sink: SmtpSink) -> None:
     n = names(settings, TYPE)
+    topic_of = {t: names(settings, t).main for t in settings.event_types}
     at_seed = int(os.environ.get("QCHEM_HOSTILE_SEED") or random.randrange(2**32))
     print(f"\nhostile input seed {at_seed} (QCHEM_HOSTILE_SEED={at_seed} replays it)")
     tag = settings.topic_prefix
-    valid = tagged_events(TYPE, scaled(600), tag=tag, keys=60)
+    valid = valid_events_of_three_types(tag, random.Random(at_seed))
     base = [json.loads(encode_json(e)) for e in tagged_events(TYPE, 50, tag=tag)]
     avro = [encode_avro(e) for e in tagged_events(TYPE, 50, tag=tag)]
+    emails = [json.loads(encode_json(e)) for e in tagged_events("Email", 50, tag=tag)]
+    reports = [json.loads(encode_json(e)) for e in tagged_events("Report", 50, tag=tag)]
     counts = {
         "random-bytes": 300,
         "truncated-avro": 300,
@@ -232,10 +268,17 @@ def test_hostile_input_goes_to_the_dlq_with_its_bytes_and_valid_events_flow(
         "bad-key": 150,
         "oversized": 30,
         "too-long-for-db": 100,
+        "encoded-word-subject": 150,
+        "multi-address-to": 150,
+        "report-control-chars": 150,
     }
     generating = time.monotonic()
     cases: list[Case] = []
-    for i, (category, strategy) in enumerate(hostile_strategies(base, avro).items()):
+    strategies = {
+        **hostile_strategies(base, avro),
+        **mail_and_report_strategies(emails, reports),
+    }
+    for i, (category, strategy) in enumerate(strategies.items()):
         for key, value, headers in generate(strategy, scaled(counts[category]), at_seed + i):
             cases.append((category, key, value, headers))
     # Hostile retry headers on a retry tier, each on an otherwise valid event of its own.
@@ -246,9 +289,14 @@ def test_hostile_input_goes_to_the_dlq_with_its_bytes_and_valid_events_flow(
     generated_s = time.monotonic() - generating
     # Preconditions: what the test calls hostile must be so, or the expectations are wrong.
     for category, _key, value, headers in cases:
-        assert category == "too-long-for-db" or is_invalid(value, headers), (category, value)
+        event_type = MAIL_AND_REPORT.get(category, TYPE)
+        assert category == "too-long-for-db" or is_invalid(value, headers, event_type), (
+            category,
+            value,
+        )
     records: list[Record] = [
-        Record(n.main, key, value, headers, tag=category) for category, key, value, headers in cases
+        Record(topic_of[MAIL_AND_REPORT.get(category, TYPE)], key, value, headers, tag=category)
+        for category, key, value, headers in cases
     ]
     for carrier, headers in zip(carriers, header_sets, strict=False):
         try:
@@ -269,20 +317,22 @@ def test_hostile_input_goes_to_the_dlq_with_its_bytes_and_valid_events_flow(
     rng.shuffle(records)
     slots = sorted(rng.sample(range(len(records) + len(valid)), len(valid)))
     merged: list[Record] = []
-    valid_records = iter(Record(n.main, e.key.encode(), encode_json(e), None, e) for e in valid)
+    valid_records = iter(
+        Record(topic_of[e.event_type], e.key.encode(), encode_json(e), None, e) for e in valid
+    )
     hostile_records = iter(records)
     slot_set = set(slots)
     for i in range(len(records) + len(valid)):
         merged.append(next(valid_records) if i in slot_set else next(hostile_records))
 
     print(f"generated {len(records)} hostile records in {generated_s:.1f}s")
-    oracle = Oracle(settings, db_engine, name="hostile-input")
+    oracle = Oracle(settings, db_engine, name="hostile-input", smtp=sink)
     oracle.expect(valid)
     with running_app(settings) as app:
         produced = time.monotonic()
         produce_now(settings.kafka_bootstrap_servers, merged)
         oracle.expect_hostile(
-            Hostile(TYPE, r.position[0], r.position[1], r.position[2], r.key, r.value, r.tag)
+            Hostile(MAIL_AND_REPORT.get(r.tag, TYPE), *r.position, r.key, r.value, r.tag)
             for r in merged
             if isinstance(r.tag, str) and r.position is not None
         )
@@ -296,6 +346,7 @@ def test_hostile_input_goes_to_the_dlq_with_its_bytes_and_valid_events_flow(
     )
     print(report.summary())
     report.assert_clean()
+    check_mail_and_reports(settings, db_engine, sink, valid, Counter(r.tag for r in records))
 
 
 def test_one_long_invalid_string_does_not_stall_the_consumer(
