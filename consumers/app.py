@@ -33,6 +33,8 @@ from ops.http import HealthServer
 from retry_topics.dlq_monitor import DlqMonitor
 from retry_topics.policy import RetryPolicy
 from retry_topics.router import DeliveryProducer
+from schemas.codec import SCHEMA_SOURCES
+from schemas.registry import WriterSchemas
 from storage.db import make_engine, migrate
 from storage.writer import BatchWriter
 
@@ -60,6 +62,16 @@ class App:
         self.housekeeping: Housekeeping | None = None
         self.dlq_monitor: DlqMonitor | None = None
         self.failed = threading.Event()
+        # Framed Avro's writer schemas, shared by every listener, behind their own breaker.
+        self.writer_schemas: WriterSchemas | None = None
+        if settings.schema_registry_url:
+            self.writer_schemas = WriterSchemas.from_url(
+                settings.schema_registry_url,
+                dict(SCHEMA_SOURCES),
+                timeout_s=settings.schema_registry_timeout_s,
+                guard=self.breakers.get("schema_registry"),
+            )
+            metrics.BREAKER_STATE.labels("schema_registry").set(0)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -143,6 +155,7 @@ class App:
             commit_interval_s=s.commit_interval_s,
             max_event_bytes=s.max_event_bytes,
             shutdown_timeout_s=s.shutdown_timeout_s,
+            writer_schemas=self.writer_schemas,
         )
         thread = threading.Thread(
             target=self._run_listener, args=(listener,), name=f"listener-{event_type}"

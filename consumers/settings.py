@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     smtp_sender: str = "qchem-events@localhost"
     chemical_api_url: str = "http://127.0.0.1:8081"
     chemical_api_timeout_s: float = Field(default=2.0, gt=0, le=120)
+    # Schema Registry (Confluent API, e.g. Apicurio's .../apis/ccompat/v7) for framed Avro.
+    # Unset: a framed record is INVALID (no_schema_registry); JSON and header-tagged Avro work.
+    schema_registry_url: str | None = None
+    schema_registry_timeout_s: float = Field(default=2.0, gt=0, le=120)
 
     # --- Operations ------------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"
@@ -273,6 +277,15 @@ class Settings(BaseSettings):
         if url.drivername not in ("http", "https") or not url.host:
             raise ValueError(f"expected an http(s) URL, got {redact_url(url)!r}")
         return value.rstrip("/")
+
+    @field_validator("schema_registry_url", mode="before")
+    @classmethod
+    def _registry_url(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("http://", "https://", "mock://")):
+            raise ValueError("expected an http(s):// URL (or mock:// in tests)")
+        return value.rstrip("/") if isinstance(value, str) else value
 
     @cached_property
     def sqlalchemy_url(self) -> str:

@@ -8,6 +8,10 @@ catch-all that would also swallow its own bugs.
 The wire format is chosen by the `content-type` header (JSON when absent). Both formats are
 checked against the same `.avsc` schema by the same compiled checker (`schemas.validation`),
 so a record valid in one format is valid in the other, and both decode to equal events.
+A value without the Avro header that starts with the magic byte 0x00 is Schema Registry framed
+Avro: its writer schema comes from the registry by id and is resolved against ours
+(`schemas.registry`). Then, and only then, `decode` may also raise `RegistryUnavailable`:
+not a verdict on the record, which the caller holds until the registry answers.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from schemas.events import PAYLOAD_TYPES, Event
+from schemas.registry import WriterSchemas, frame_id, framed
 from schemas.validation import (
     MAX_JSON_DEPTH,
     InvalidEvent,
@@ -44,6 +49,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "JSON",
     "SCHEMAS",
+    "SCHEMA_SOURCES",
     "InvalidEvent",
     "content_type_of",
     "decode",
@@ -89,6 +95,8 @@ SCHEMAS: Final = MappingProxyType(
     {name: parse_schema(copy.deepcopy(schema)) for name, schema in _SOURCE.items()}
 )
 """The parsed schema of each event type, logical types included (e.g. to register them)."""
+SCHEMA_SOURCES: Final = MappingProxyType(_SOURCE)
+"""Each event type's schema as JSON, as in its .avsc file (to register, or to check against)."""
 _WIRE_SCHEMAS: Final = {
     name: parse_schema(_without_logical_types(schema)) for name, schema in _SOURCE.items()
 }
@@ -157,11 +165,14 @@ def decode(
     expected_type: str,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    registry: WriterSchemas | None = None,
+    key: bytes | None = None,
 ) -> Event:
     """The validated `Event` in a Kafka record value read from `expected_type`'s topic.
 
     Raises `InvalidEvent` for anything that is not a valid event of that type, and ValueError
     only for an `expected_type` that is not an event type at all (a caller bug, not bad data).
+    A framed value (and a framed `key`) is read with `registry`'s writer schemas; see above.
     """
     check = _CHECKERS.get(expected_type)
     if check is None:
@@ -171,7 +182,12 @@ def decode(
     # Before any parsing: the size limit is what bounds the work every later step can do.
     if len(value) > max_bytes:
         raise InvalidEvent("oversized", f"{len(value)} bytes exceeds the {max_bytes}-byte limit")
-    if content_type_of(headers) == AVRO:
+    content_type = content_type_of(headers)
+    if content_type == JSON and framed(value):
+        datum = _read_framed(value, expected_type, registry)
+        if framed(key):
+            _read_framed_key(key, registry)  # type: ignore[arg-type]
+    elif content_type == AVRO:
         datum = _read_avro(value, expected_type)
     else:
         datum = _read_json(value)
@@ -220,6 +236,49 @@ def _read_avro(value: bytes, expected_type: str) -> dict[str, Any]:
             "bad_avro", f"{len(value) - stream.tell()} bytes left over after the {expected_type}"
         )
     return datum  # type: ignore[return-value]
+
+
+def _read_framed(
+    value: bytes, expected_type: str, registry: WriterSchemas | None
+) -> dict[str, Any]:
+    schema_id = frame_id(value)
+    if registry is None:
+        raise InvalidEvent(
+            "no_schema_registry",
+            f"Schema Registry framed Avro (schema id {schema_id}) but SCHEMA_REGISTRY_URL is not "
+            "set: the writer schema cannot be looked up",
+        )
+    writer = registry.for_type(schema_id, expected_type)
+    return _resolve(value, writer, _WIRE_SCHEMAS[expected_type], f"schema id {schema_id}")
+
+
+def _read_framed_key(key: bytes, registry: WriterSchemas | None) -> Any:
+    """The framed key's datum: read to check it, as the value is (nothing uses it further)."""
+    schema_id = frame_id(key)
+    if registry is None:
+        raise InvalidEvent(
+            "no_schema_registry",
+            f"the key is Schema Registry framed (schema id {schema_id}) but SCHEMA_REGISTRY_URL "
+            "is not set",
+        )
+    return _resolve(key, registry.for_key(schema_id), None, f"key schema id {schema_id}")
+
+
+def _resolve(framed_bytes: bytes, writer: Any, reader: Any, what: str) -> Any:
+    """The body after the 5-byte frame, written with `writer`, read as `reader`."""
+    stream = io.BytesIO(framed_bytes)
+    stream.seek(5)
+    try:
+        datum = schemaless_reader(stream, writer, reader)
+    except _AVRO_READ_ERRORS as exc:
+        raise InvalidEvent(
+            "bad_avro", f"not an Avro body of {what}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if stream.tell() != len(framed_bytes):
+        raise InvalidEvent(
+            "bad_avro", f"{len(framed_bytes) - stream.tell()} bytes left over after {what}"
+        )
+    return datum
 
 
 # --- Encoding ------------------------------------------------------------------------------

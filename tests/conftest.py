@@ -33,6 +33,15 @@ def kafka_bootstrap(_containers: list[object]) -> str:
 
 
 @pytest.fixture(scope="session")
+def schema_registry() -> str:
+    """The Confluent-API base URL of a real Schema Registry (Apicurio, infra/registry.sh)."""
+    try:
+        return services.schema_registry_url()
+    except services.ServiceUnavailable as exc:
+        pytest.fail(f"no Schema Registry for the integration tests: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def database_url(_containers: list[object]) -> str:
     try:
         url = services.database_url(_containers)

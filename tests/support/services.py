@@ -1,4 +1,4 @@
-"""Where the tests find a real Kafka broker and a real PostgreSQL.
+"""Where the tests find a real Kafka broker, a real PostgreSQL and a real Schema Registry.
 
 In order: the environment (KAFKA_BOOTSTRAP_SERVERS / TEST_DATABASE_URL), then testcontainers
 when a Docker engine answers, then the local services of infra/ (started when absent).
@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.request
 from contextlib import suppress
 from pathlib import Path
 
@@ -66,6 +67,55 @@ def kafka_bootstrap(containers: list[object]) -> str:
         return str(container.get_bootstrap_server())
     _run_infra("kafka.sh", "up")
     return "127.0.0.1:9092"
+
+
+REGISTRY_URL = "http://127.0.0.1:{port}/apis/ccompat/v7"
+
+
+def registry_answers(url: str, timeout: float = 3.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/subjects", timeout=timeout) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def schema_registry_url() -> str:
+    """A Confluent-API Schema Registry: TEST_SCHEMA_REGISTRY_URL, else infra/registry.sh (8085).
+
+    No testcontainers branch: infra/registry.sh needs no Docker, only Java 21+ - and without
+    one it fails, loudly, which fails the tests (never a skip, CI or not)."""
+    configured = os.environ.get("TEST_SCHEMA_REGISTRY_URL")
+    if configured:
+        if not registry_answers(configured):
+            raise ServiceUnavailable(f"TEST_SCHEMA_REGISTRY_URL={configured} does not answer")
+        return configured
+    _run_infra("registry.sh", "up")
+    return REGISTRY_URL.format(port=8085)
+
+
+class OwnRegistry:
+    """A registry of the test's own, on a free port, to stop and start (the shared one stays).
+
+    Its schemas are kept in a file database (infra/registry.sh), so after a restart it still
+    knows every id, as a production registry would."""
+
+    def __init__(self) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.url = REGISTRY_URL.format(port=self.port)
+        self.env = {"QCHEM_REGISTRY_PORT": str(self.port)}
+
+    def up(self) -> None:
+        _run_infra("registry.sh", "up", env=self.env)
+
+    def down(self) -> None:
+        _run_infra("registry.sh", "down", env=self.env)
+
+    def wipe(self) -> None:
+        _run_infra("registry.sh", "reset", env=self.env)
+        shutil.rmtree(ROOT / ".local" / "registry" / f"run-{self.port}", ignore_errors=True)
 
 
 def database_url(containers: list[object]) -> str:
