@@ -54,6 +54,9 @@ from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
 
 log = structlog.get_logger(__name__)
 
+# While the database is marked down, it is asked this often whether it answers again.
+DATABASE_PROBE_S = 1.0
+
 
 class Pipeline:
     """The processing of one event type's records (one per listener)."""
@@ -211,13 +214,36 @@ class Pipeline:
     def database_unavailable(self, down: bool, held: int) -> None:
         """The writer holds `held` writes until the database answers (storage/writer.py)."""
         if not down:
-            self.database_down_since = None
-            self.log.info("database_available_again")
+            self._database_back()
             return
         self._held_database.inc(held)
         if self.database_down_since is None:
-            self.database_down_since = time.monotonic()
             self.log.warning("database_unavailable_writes_held", held=held)
+        self._database_down()
+
+    def _database_down(self) -> None:
+        """Mark the database down (the listener pauses fetching) and start probing it.
+
+        The probe, not a later write, is what clears the mark: the event whose failure set it
+        may never be written here (its partition moved to another consumer while it was held),
+        and with every partition paused nothing else would come to clear it."""
+        if self.database_down_since is not None:
+            return
+        self.database_down_since = time.monotonic()
+        self.timers.call_later(DATABASE_PROBE_S, self._probe_database)
+
+    def _probe_database(self) -> None:
+        if self.database_down_since is None:
+            return  # a write succeeded meanwhile
+        if self.writer.database_answers():
+            self._database_back()
+        else:
+            self.timers.call_later(DATABASE_PROBE_S, self._probe_database)
+
+    def _database_back(self) -> None:
+        if self.database_down_since is not None:
+            self.database_down_since = None
+            self.log.info("database_available_again")
 
     # -- writer / delivery threads ----------------------------------------------------------
 
@@ -227,7 +253,7 @@ class Pipeline:
                 work.performed = performed  # the retry in place only writes
             self.fail(work, result)
             return
-        self.database_down_since = None
+        self._database_back()
         outcome = "success" if result is WriteResult.APPLIED else "duplicate"
         if result is WriteResult.APPLIED:
             self._succeeded_on[min(work.attempt, 4)].inc()
@@ -285,8 +311,8 @@ class Pipeline:
                 **work.log_fields(),
             )
         work.held += 1
-        if kind is FailureKind.DATABASE_DOWN and self.database_down_since is None:
-            self.database_down_since = time.monotonic()
+        if kind is FailureKind.DATABASE_DOWN:
+            self._database_down()
         metrics.HELD.labels(self.event_type, kind.value).inc()
         self.timers.call_later(
             delay_s, partial(self.dispatcher.resubmit, work.lane, partial(self.run, work))

@@ -44,7 +44,7 @@ from functools import partial
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, tuple_
+from sqlalchemy import delete, text, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from retry_topics import policy
@@ -151,6 +151,15 @@ class BatchWriter:
             q.put(None)
         for thread in self._threads:
             thread.join(timeout=30)
+
+    def database_answers(self) -> bool:
+        """One `SELECT 1`: does the database take a connection and a statement now?"""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
     def claim_effect(
         self, group: str, topic: str, partition: int, offset: int, event_id: str
