@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup deps infra-up infra-down kafka-up kafka-down postgres-up postgres-down \
-        topics run test test-unit test-integration lint fmt audit bench demo soak clean
+        topics run test test-unit test-integration lint fmt audit bench demo soak clean \
+        registry-up registry-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 20
@@ -43,6 +44,10 @@ postgres-up:  ## start the local PostgreSQL (no-op if DATABASE_URL answers)
 	infra/postgres.sh up
 postgres-down:  ## stop the local PostgreSQL cluster
 	infra/postgres.sh down
+registry-up:  ## start the local Schema Registry (Apicurio, Java 21+) on 8085 (no-op if it answers)
+	infra/registry.sh up
+registry-down:  ## stop the local Schema Registry
+	infra/registry.sh down
 infra-up: kafka-up postgres-up  ## start Kafka and PostgreSQL
 infra-down: kafka-down postgres-down  ## stop them
 
@@ -53,13 +58,13 @@ run: setup infra-up  ## start Kafka + PostgreSQL if needed, create topics, run t
 	$(BIN)/qchem-events topics create
 	LOG_FORMAT=$${LOG_FORMAT:-console} $(BIN)/qchem-events run
 
-test: setup deps infra-up  ## the whole suite against real Kafka, PostgreSQL, SMTP, HTTP
+test: setup deps infra-up registry-up  ## the whole suite against real Kafka, PostgreSQL, SMTP, HTTP
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## unit tests only (no services, seconds)
 	$(BIN)/pytest tests/unit -q
 
-test-integration: setup deps infra-up  ## integration tests only
+test-integration: setup deps infra-up registry-up  ## integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 lint: setup  ## ruff + mypy + hadolint (Dockerfile) + kubernetes-validate (deploy/kubernetes)

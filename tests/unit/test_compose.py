@@ -29,7 +29,8 @@ PROMETHEUS_FILE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 KAFKA_SCRIPT = ROOT / "infra" / "kafka.sh"
 
-SERVICES = {"kafka", "postgres", "prometheus", "grafana", "smtp"}
+SERVICES = {"kafka", "postgres", "prometheus", "grafana", "smtp", "registry"}
+REGISTRY_SCRIPT = ROOT / "infra" / "registry.sh"
 COMPOSE_TOP_LEVEL = {"name", "services", "volumes", "networks", "configs", "secrets"}
 DURATION = re.compile(r"^(\d+(\.\d+)?(us|ms|s|m|h))+$")
 
@@ -314,3 +315,12 @@ def test_grafana_dashboard_provider_loads_the_mounted_dashboards(
     host_dir, rest = _host_dir_of(services["grafana"], provider["options"]["path"])
     assert (host_dir / rest).is_dir()
     assert host_dir / rest == (ROOT / "deploy" / "grafana" / "dashboards").resolve()
+
+
+def test_registry_is_where_infra_registry_sh_puts_it(services: dict[str, dict[str, Any]]) -> None:
+    # One SCHEMA_REGISTRY_URL for both ways of running it: Compose and the Maven-jar script.
+    script = REGISTRY_SCRIPT.read_text(encoding="utf-8")
+    port = int(re.search(r'PORT="\$\{QCHEM_REGISTRY_PORT:-(\d+)\}"', script).group(1))  # type: ignore[union-attr]
+    version = re.search(r'VERSION="\$\{QCHEM_REGISTRY_VERSION:-([\d.]+)\}"', script).group(1)  # type: ignore[union-attr]
+    assert _published(services["registry"]) == {8080: port}
+    assert services["registry"]["image"] == f"apicurio/apicurio-registry:{version}"
