@@ -107,8 +107,6 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9400, ge=1, le=65535)
     # /healthz fails when a poll loop has not turned for this long (above the 10 s revoke wait).
     liveness_loop_ttl_s: float = Field(default=60.0, gt=0, le=3600)
-    # /healthz fails when a poll loop has not turned for this long (above the 10 s revoke wait).
-    liveness_loop_ttl_s: float = Field(default=60.0, gt=0, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     log_payload_max_bytes: int = Field(default=2048, ge=0, le=1_048_576)
