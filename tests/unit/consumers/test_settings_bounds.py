@@ -3,6 +3,9 @@ start-up with one line naming its variable."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,19 @@ def test_ascii_digits_still_parse_in_retries_per_type(monkeypatch: pytest.Monkey
 def test_secret_fields_are_redacted_by_default() -> None:
     fields = set(load_settings(_env_file=None).log_redact_fields)
     assert {"api_key", "authorization", "passwd", "password", "token", "secret"} <= fields
+
+
+def test_the_cli_refuses_a_bad_setting_with_one_line_and_exit_2() -> None:
+    # Settings are read before any service is touched, so this needs neither Kafka nor
+    # PostgreSQL.
+    env = {**os.environ, "KAFKA_SASL_MECHANISM": "BOGUS"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "qchem-events"), "topics", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("qchem-events: configuration error: KAFKA_SASL_MECHANISM:")
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
