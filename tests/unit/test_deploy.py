@@ -11,6 +11,7 @@ ops.http.HealthServer in front of a stand-in app).
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import threading
@@ -24,6 +25,7 @@ import pytest
 import typer
 import yaml
 
+from consumers.listener import BACKPRESSURE_WAIT_S, Listener
 from consumers.settings import EVENT_TYPES, Settings, load_settings
 from ops.cli import app as cli_app
 from ops.http import HealthServer
@@ -203,6 +205,13 @@ def test_the_grace_period_outlasts_the_shutdown() -> None:
     needed = settings.shutdown_timeout_s + 10 + 5
     for deployment in _deployments().values():
         assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > needed
+
+
+def test_the_liveness_ttl_outlasts_a_normal_revoke() -> None:
+    """A rebalance may hold the poll loop for the revoke wait: that is not a hung pod."""
+    revoke_wait = inspect.signature(Listener.__init__).parameters["revoke_wait_s"].default
+    ttl = _settings_for("Email").liveness_loop_ttl_s
+    assert ttl > revoke_wait + BACKPRESSURE_WAIT_S, (ttl, revoke_wait)
 
 
 def test_memory_request_covers_the_measured_peak() -> None:
