@@ -36,6 +36,7 @@ from retry_topics.router import DeliveryProducer
 from schemas.codec import SCHEMA_SOURCES
 from schemas.registry import WriterSchemas
 from storage.db import make_engine, migrate
+from storage.secrets import replay_signing_key
 from storage.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,7 @@ class App:
         self._writers: list[BatchWriter] = []
         self._dispatchers: list[KeyedDispatcher] = []
         self.engine: Engine | None = None
+        self.replay_key: bytes | None = None  # signs and verifies replays (storage/secrets.py)
         self.producer: DeliveryProducer | None = None
         self.breakers = Breakers(
             fail_max=settings.breaker_fail_max,
@@ -97,6 +99,7 @@ class App:
         self.health.start()  # /healthz answers during migrations; /readyz says not yet
         migrate(s.sqlalchemy_url)
         self.engine = make_engine(s)
+        self.replay_key = replay_signing_key(self.engine)
         self.producer = DeliveryProducer(s.kafka_common_config())
         for event_type in s.event_types:
             self._start_listener(event_type)
@@ -156,6 +159,7 @@ class App:
             max_event_bytes=s.max_event_bytes,
             shutdown_timeout_s=s.shutdown_timeout_s,
             writer_schemas=self.writer_schemas,
+            replay_key=self.replay_key,
         )
         thread = threading.Thread(
             target=self._run_listener, args=(listener,), name=f"listener-{event_type}"

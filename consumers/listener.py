@@ -75,6 +75,7 @@ class Listener:
         revoke_wait_s: float = 10.0,
         shutdown_timeout_s: float = 30.0,
         writer_schemas: WriterSchemas | None = None,
+        replay_key: bytes | None = None,
     ) -> None:
         self.names = names
         self.event_type = names.event_type
@@ -88,6 +89,7 @@ class Listener:
         self.revoke_wait_s = revoke_wait_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.retry_topics = {spec.name for spec in names.retry_tiers}
+        self.replay_key = replay_key  # verifies replay headers (storage/secrets.py)
         # Retry records fetched before their due time, per partition, in offset order.
         self.not_due: dict[TopicPartitionKey, deque[Work]] = {}
         self.writer_schemas = writer_schemas  # None: SCHEMA_REGISTRY_URL not set
@@ -255,9 +257,19 @@ class Listener:
         work.due_ms = info.due_ms
 
     def _read_replay_headers(self, work: Work, headers: Any) -> None:
-        """A record replayed from the DLQ keeps its origin identity (and so its dedup key)."""
+        """A record replayed from the DLQ keeps its origin identity (and so its dedup key) -
+        when this application signed the replay; forged origin headers are not believed
+        (retry_topics/headers.py, "replays this application vouches for")."""
         origin = rh.parse_origin(headers)
         if origin is not None and origin.topic == self.names.main:
+            if self.replay_key is None or not rh.signed_replay(headers, self.replay_key):
+                self.log.warning(
+                    "replay_headers_not_trusted",
+                    topic=work.topic,
+                    partition=work.partition,
+                    offset=work.offset,
+                )
+                return  # processed as the fresh event it is
             work.origin = origin
             metrics.REPLAYS.labels(self.event_type).inc()
             values = rh.as_dict(headers)

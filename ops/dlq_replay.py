@@ -47,6 +47,7 @@ from ops.dlq import (
 )
 from retry_topics import headers as rh
 from storage.dlq_tables import dlq_purged_records, dlq_replayed_records, dlq_replays
+from storage.secrets import replay_signing_key
 
 CHUNK_MAX = 500  # records produced, confirmed and marked together
 DELIVERY_TIMEOUT_S = 60.0
@@ -125,9 +126,10 @@ def select_records(
 # -- replay ------------------------------------------------------------------------------------
 
 
-def replay_headers(record: DlqRecord, replay_id: uuid.UUID) -> rh.Headers:
-    """The source's own headers, the origin identity (when valid), the replay headers."""
-    return rh.redrive_headers(record.headers, replay_id=str(replay_id))
+def replay_headers(record: DlqRecord, replay_id: uuid.UUID, key: bytes | None) -> rh.Headers:
+    """The source's own headers, the origin identity (when valid), the replay headers, signed
+    with the application's replay key (storage/secrets.py) so the listener believes them."""
+    return rh.redrive_headers(record.headers, replay_id=str(replay_id), key=key)
 
 
 @dataclass(slots=True)
@@ -217,6 +219,7 @@ def run_replay(
         }
     )
     chunk_size = max(1, min(CHUNK_MAX, int(rate)))
+    key = replay_signing_key(engine)  # the listener believes signed replays only
     started, sent = time.monotonic(), 0
     try:
         for i in range(0, len(plan.to_send), chunk_size):
@@ -226,7 +229,7 @@ def run_replay(
                 wait = started + sent / rate - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                _produce(producer, plan.target, record, outcome.replay_id, reports, n)
+                _produce(producer, plan.target, record, outcome.replay_id, key, reports, n)
                 sent += 1
             if producer.flush(DELIVERY_TIMEOUT_S) > 0:
                 producer.purge(in_queue=True, in_flight=False)
@@ -248,6 +251,7 @@ def _produce(
     topic: str,
     record: DlqRecord,
     replay_id: uuid.UUID,
+    key: bytes | None,
     reports: dict[int, KafkaError | None],
     n: int,
 ) -> None:
@@ -260,7 +264,7 @@ def _produce(
                 topic,
                 key=record.key,
                 value=record.value,
-                headers=replay_headers(record, replay_id),  # type: ignore[arg-type]
+                headers=replay_headers(record, replay_id, key),  # type: ignore[arg-type]
                 on_delivery=delivered,
             )
             producer.poll(0)

@@ -28,6 +28,7 @@ from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from retry_topics.router import DeliveryProducer
 from storage.dlq_tables import record_redrive
+from storage.secrets import replay_signing_key
 
 log = structlog.get_logger(__name__)
 
@@ -103,6 +104,7 @@ class DlqMonitor:
             return 0
         consumer.assign([TopicPartition(names.dlq, p, starts[p]) for p in todo])
         redrive_id = f"auto-{uuid.uuid4()}"
+        key = replay_signing_key(self.engine) if self.engine is not None else None
         sent = 0
         failed: list[str] = []
         next_offsets: dict[int, int] = {}
@@ -120,7 +122,7 @@ class DlqMonitor:
                         names.main,
                         key=message.key(),
                         value=message.value(),
-                        headers=rh.redrive_headers(headers, replay_id=redrive_id),
+                        headers=rh.redrive_headers(headers, replay_id=redrive_id, key=key),
                         on_delivery=lambda err: failed.append(str(err)) if err else None,
                     )
                     sent += 1

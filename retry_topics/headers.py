@@ -9,6 +9,8 @@ raises `BadRetryHeaders` and the record goes to the DLQ with the reason.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ FAILURE_KIND = "qchem-failure-kind"
 DLQ_REASON = "qchem-dlq-reason"
 REPLAY_COUNT = "qchem-replay-count"
 REPLAY_ID = "qchem-replay-id"
+REPLAY_SIGNATURE = "qchem-replay-signature"
 
 MAX_MESSAGE_BYTES = 1_000
 MAX_STACK_BYTES = 4_000
@@ -250,13 +253,18 @@ def parse_retry_headers(
 
 
 def redrive_headers(
-    dlq_headers: Sequence[tuple[str, bytes | None]] | None, *, replay_id: str
+    dlq_headers: Sequence[tuple[str, bytes | None]] | None,
+    *,
+    replay_id: str,
+    key: bytes | None,
 ) -> Headers:
     """Headers for sending a DLQ record back to its main topic (replay or auto-redrive).
 
     Keeps the source's own headers and the origin identity, so the dedup key is unchanged
     and an event whose effect was in fact applied is not applied again; bumps the replay
-    count so a record that fails again returns to the DLQ saying how often it was replayed.
+    count so a record that fails again returns to the DLQ saying how often it was replayed;
+    signs the origin and replay headers with `key` (see `signed_replay`; without a key the
+    replay is processed as a fresh event, its event id still catching a true repeat).
     """
     headers = foreign_headers(dlq_headers)
     values = as_dict(dlq_headers)
@@ -269,4 +277,37 @@ def redrive_headers(
         previous = 0
     headers.append((REPLAY_COUNT, str(previous + 1).encode()))
     headers.append((REPLAY_ID, replay_id.encode()))
+    if key is not None:
+        headers.append((REPLAY_SIGNATURE, _replay_digest(as_dict(headers), key)))
     return headers
+
+
+# -- replays this application vouches for ------------------------------------------------------
+#
+# A record on a main topic carrying `qchem-origin-*` headers is a replay: it keeps the identity
+# (and so the dedup key) of the record that first arrived. Believed blindly, those headers let
+# anyone who can produce to the topic name an applied event's position and have a *different*
+# event recorded as its duplicate - its effect silently skipped. So every replay this
+# application writes (`dlq replay`, the DLQ monitor) is signed with a key kept in the database
+# (storage/secrets.py), and the listener believes origin headers only when the signature
+# verifies; otherwise the record is processed as the fresh event it claims to be (its event id
+# still catches a true repeat).
+
+_SIGNED = (ORIGIN_TOPIC, ORIGIN_PARTITION, ORIGIN_OFFSET, ORIGIN_TIMESTAMP, REPLAY_COUNT, REPLAY_ID)
+
+
+def _replay_digest(values: dict[str, bytes], key: bytes) -> bytes:
+    """HMAC-SHA256 over the signed fields, each length-prefixed (joining is unambiguous)."""
+    message = b"".join(
+        len(part).to_bytes(4, "big") + part for part in (values.get(n, b"") for n in _SIGNED)
+    )
+    return hmac.new(key, message, hashlib.sha256).hexdigest().encode()
+
+
+def signed_replay(headers: Sequence[tuple[str, bytes | None]] | None, key: bytes) -> bool:
+    """True when the origin and replay headers carry this application's valid signature."""
+    values = as_dict(headers)
+    given = values.get(REPLAY_SIGNATURE)
+    if not given:
+        return False
+    return hmac.compare_digest(given, _replay_digest(values, key))

@@ -35,6 +35,7 @@ from ops.scenarios.runner import RawRecord, ScenarioRun, entity_pattern
 from retry_topics import headers as rh
 from schemas.events import Event
 from schemas.samples import sample_events
+from storage.secrets import replay_signing_key
 
 NAME = "dependency-failure"
 TITLE = "Cross-System Dependency Failure"
@@ -172,8 +173,9 @@ def replay_dlq(run: ScenarioRun, event_type: str) -> tuple[int, str]:
 def _replay_by_hand(run: ScenarioRun, event_type: str) -> int:
     names = run.names(event_type)
     replay_id = f"scenario-{uuid.uuid4()}"
+    key = replay_signing_key(run.engine)
     records: list[RawRecord] = [
-        (r.key, r.value, rh.redrive_headers(r.headers, replay_id=replay_id))
+        (r.key, r.value, rh.redrive_headers(r.headers, replay_id=replay_id, key=key))
         for r in run.read_topic(names.dlq)
     ]
     return len(run.produce(names.main, records))

@@ -122,7 +122,7 @@ def test_any_headers_parse_or_raise_bad_retry_headers(
 
 def test_redrive_headers_keep_the_origin_and_count_replays() -> None:
     dlq = _build(dlq_reason="exhausted", replay_count=1)
-    again = rh.redrive_headers(dlq, replay_id="r1")
+    again = rh.redrive_headers(dlq, replay_id="r1", key=KEY)
     values = rh.as_dict(again)
     assert rh.parse_origin(again) == ORIGIN
     assert values[rh.REPLAY_COUNT] == b"2" and values[rh.REPLAY_ID] == b"r1"
@@ -142,3 +142,25 @@ class _UnreadableMessage:
 def test_unreadable_headers_are_a_typed_error_not_a_crash() -> None:
     with pytest.raises(rh.UnreadableHeaders, match="not UTF-8"):
         rh.message_headers(_UnreadableMessage())
+
+
+KEY = b"k" * 32
+
+
+def test_a_replay_signed_with_the_key_verifies_and_a_forged_one_does_not() -> None:
+    signed = rh.redrive_headers(_build(replay_count=1), replay_id="r1", key=KEY)
+    assert rh.signed_replay(signed, KEY)
+    assert not rh.signed_replay(signed, b"x" * 32)  # another key
+    assert not rh.signed_replay(rh.redrive_headers(_build(), replay_id="r1", key=None), KEY)
+    for name, value in [
+        (rh.ORIGIN_OFFSET, b"999"),  # naming another (applied) record
+        (rh.ORIGIN_TOPIC, b"other"),
+        (rh.REPLAY_COUNT, b"0"),  # resetting the replay cap
+        (rh.REPLAY_ID, b"r2"),
+    ]:
+        forged = [(n, v) for n, v in signed if n != name] + [(name, value)]
+        assert not rh.signed_replay(forged, KEY), name
+    # A second replay of a replay is signed again, not carrying the old signature along.
+    again = rh.redrive_headers(signed, replay_id="r3", key=KEY)
+    assert [n for n, _ in again].count(rh.REPLAY_SIGNATURE) == 1
+    assert rh.signed_replay(again, KEY)
