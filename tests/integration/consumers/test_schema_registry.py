@@ -195,13 +195,14 @@ def test_framed_records_keep_their_bytes_through_retry_and_dlq_and_a_replay_deco
     assert rows(db_engine, "SELECT attempts FROM event_records") == [(2,)]
 
     # A DLQ hop and a replay: no registry configured -> INVALID (no_schema_registry); replayed
-    # once the app has one, the same framed bytes decode and the event is processed.
+    # once the app has one, the same framed bytes decode and the event is processed. (Report:
+    # not a business-critical type, whose replays wait for a person's approval.)
     status = registry_settings.model_copy(
-        update={"event_types": ("ChemicalStatus",), "schema_registry_url": None}
+        update={"event_types": ("Report",), "schema_registry_url": None}
     )
-    topic = status.topics("ChemicalStatus").main
-    event = sample_events("ChemicalStatus", 1)[0]
-    records = framed_records(client, topic, [event], schema_with("ChemicalStatus"))
+    topic = status.topics("Report").main
+    event = sample_events("Report", 1)[0]
+    records = framed_records(client, topic, [event], schema_with("Report"))
     with running_app(status):
         send(status, topic, records)
         wait_for(
@@ -215,15 +216,16 @@ def test_framed_records_keep_their_bytes_through_retry_and_dlq_and_a_replay_deco
     with_registry = status.model_copy(update={"schema_registry_url": schema_registry})
     with running_app(with_registry):
         replay = subprocess.run(
-            [CLI, "dlq", "replay", "--type", "ChemicalStatus", "--yes"],
+            [CLI, "dlq", "replay", "--type", "Report", "--yes"],
             env={**os.environ, **settings_env(with_registry)},
             capture_output=True,
             text=True,
             timeout=120,
         )
         assert replay.returncode == 0, replay.stderr
+        assert "replayed 1," in replay.stdout, replay.stdout
         wait_for(
-            lambda: ids_with(db_engine, "succeeded", "ChemicalStatus") == {event.event_id},
+            lambda: ids_with(db_engine, "succeeded", "Report") == {event.event_id},
             timeout=60,
             message="the replayed framed record processed",
         )
