@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 import avro.errors
 import avro.schema
+import cachetools
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -57,6 +58,7 @@ FRAME_BYTES: Final = 5
 # Schema Registry's "schema not found" (Confluent and Apicurio's ccompat API both use it).
 _NOT_FOUND: Final = 40403
 
+UNKNOWN_ID_TTL_S: Final = 60.0
 T = TypeVar("T")
 
 
@@ -145,6 +147,11 @@ class WriterSchemas:
         self._lock = threading.Lock()  # one listener thread per event type shares this
         self._checked: dict[tuple[int, str], Any] = {}  # (id, type) -> parsed writer schema
         self._keys: dict[int, Any] = {}  # id -> parsed key schema
+        # Ids the registry said it does not have, for a minute: a stream of records with made-up
+        # ids must not become one registry request (on the poll thread) per record.
+        self._unknown: cachetools.TTLCache[int, bool] = cachetools.TTLCache(
+            maxsize=1024, ttl=UNKNOWN_ID_TTL_S
+        )
 
     @classmethod
     def from_url(
@@ -190,8 +197,12 @@ class WriterSchemas:
     # -- the registry -----------------------------------------------------------------------
 
     def _writer_json(self, schema_id: int) -> Any:
-        schema = self._fetch(schema_id)
+        with self._lock:
+            known_unknown = schema_id in self._unknown
+        schema = None if known_unknown else self._fetch(schema_id)
         if schema is None:
+            with self._lock:
+                self._unknown[schema_id] = True
             raise InvalidEvent(
                 "unknown_schema_id", f"schema id {schema_id} is not in the Schema Registry"
             )

@@ -6,6 +6,10 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from tests.support import services
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "infra" / "registry.sh"
 
@@ -44,3 +48,12 @@ def test_a_bad_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run(tmp_path, "21.0.5", "bogus")
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_a_configured_registry_that_does_not_answer_fails_the_tests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The session fixture turns this into pytest.fail: never a skip, CI or not.
+    monkeypatch.setenv("TEST_SCHEMA_REGISTRY_URL", "http://127.0.0.1:9/apis/ccompat/v7")
+    with pytest.raises(services.ServiceUnavailable, match="does not answer"):
+        services.schema_registry_url()

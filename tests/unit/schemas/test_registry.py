@@ -208,12 +208,21 @@ def test_the_breaker_opens_and_stops_asking(client: SchemaRegistryClient) -> Non
     assert guard.state == "open"
 
 
+def test_an_unknown_id_is_asked_once_not_per_record(client: SchemaRegistryClient) -> None:
+    counting = CountingClient(client)
+    registry = schemas_of(counting)
+    for _ in range(50):
+        with pytest.raises(InvalidEvent, match="unknown_schema_id"):
+            decode(b"\x00\x00\x00\x04\x00\x02", None, "Email", registry=registry)
+    assert counting.calls == 1
+
+
 def test_unknown_ids_do_not_open_the_breaker(client: SchemaRegistryClient) -> None:
     guard = DependencyGuard("schema_registry", fail_max=2, reset_timeout_s=60)
     registry = schemas_of(client, guard=guard)
-    for _ in range(5):
+    for n in range(5):
         with pytest.raises(InvalidEvent):
-            registry.for_type(777, "Email")
+            registry.for_type(777 + n, "Email")
     assert guard.state == "closed"
 
 
