@@ -5,9 +5,15 @@ after `reset_timeout` -> closed on a successful probe). We do not use `CircuitBr
 for the guarded call itself: it holds the breaker's lock for the whole call, which would
 serialise every email of every worker behind one SMTP conversation. Instead:
 
-* before the call, `DependencyGuard` fails fast while the breaker is open, and lets exactly
-  one caller through as the probe once the reset timeout has passed (everyone else still
-  fails fast, so the dependency sees at most one probe per reset timeout);
+* before the call, `DependencyGuard` fails fast while the breaker is open; once the reset
+  timeout has passed, one caller runs the dependency's own health probe (`probe`, e.g. an
+  SMTP NOOP) - never an event: a failing probe must not use up an event's attempt - and the
+  breaker closes or opens again on its outcome (everyone else still fails fast, so the
+  dependency sees at most one probe per reset timeout). A guard without a probe lets one
+  caller's call through as the probe instead;
+* with no traffic at all nothing would ever call: `probe_now` lets the DLQ monitor test
+  the dependency on its own interval, so dead letters are redriven after an outage even
+  when no new event arrives (retry_topics/dlq_monitor.py);
 * the call runs outside any lock;
 * its outcome is then fed to pybreaker (`call` of a function that returns or re-raises the
   captured outcome) so pybreaker does the counting and the transitions.
@@ -43,6 +49,7 @@ class DependencyGuard:
     ) -> None:
         self.name = name
         self.reset_timeout_s = reset_timeout_s
+        self.probe: Callable[[], None] | None = None  # the dependency's health check
         self._probe_lock = threading.Lock()
         self._probing = False
         self.probes = 0  # calls let through while open/half-open (tests and metrics)
@@ -74,12 +81,11 @@ class DependencyGuard:
         if self.state != "closed":
             if self.is_open():
                 raise pybreaker.CircuitBreakerError(f"{self.name} circuit open")
-            with self._probe_lock:
-                if self._probing:
-                    raise pybreaker.CircuitBreakerError(f"{self.name} probe in progress")
-                self._probing = True
-                probe = True
-                self.probes += 1
+            if self.probe is not None:
+                if not self.probe_now():
+                    raise pybreaker.CircuitBreakerError(f"{self.name} still down (probed)")
+            else:
+                probe = self._start_probe()
         try:
             try:
                 result = fn(*args, **kwargs)
@@ -90,8 +96,38 @@ class DependencyGuard:
             return result
         finally:
             if probe:
-                with self._probe_lock:
-                    self._probing = False
+                self._end_probe()
+
+    def probe_now(self) -> bool:
+        """Closed after this? Runs the health probe when the breaker is due for one."""
+        if self.state == "closed":
+            return True
+        if self.probe is None or self.is_open() or not self._start_probe(quiet=True):
+            return False
+        try:
+            try:
+                self.probe()
+            except Exception as exc:
+                self._feed(exc)
+                return False
+            self._feed(None)
+            return self.state == "closed"
+        finally:
+            self._end_probe()
+
+    def _start_probe(self, quiet: bool = False) -> bool:
+        with self._probe_lock:
+            if self._probing:
+                if quiet:
+                    return False
+                raise pybreaker.CircuitBreakerError(f"{self.name} probe in progress")
+            self._probing = True
+            self.probes += 1
+            return True
+
+    def _end_probe(self) -> None:
+        with self._probe_lock:
+            self._probing = False
 
     def _feed(self, outcome: BaseException | None) -> None:
         """Let pybreaker count the outcome and move between states."""

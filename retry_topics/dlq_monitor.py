@@ -69,8 +69,10 @@ class DlqMonitor:
                     log.warning("dlq_redrive_failed", event_type=event_type, error=str(exc))
 
     def healthy(self, event_type: str) -> bool:
+        """The type's dependency breaker is closed - after probing it if it is due: with no
+        traffic, nothing else would ever test the dependency and close the breaker."""
         dependency: str | None = getattr(HANDLER_TYPES[event_type], "dependency", None)
-        return dependency is None or self.breakers.get(dependency).state == "closed"
+        return dependency is None or self.breakers.get(dependency).probe_now()
 
     def redrive_once(self, event_type: str) -> int:
         """One pass over a type's DLQ; the number of records sent back."""

@@ -71,6 +71,20 @@ class ChemicalLookupHandler:
             raise TransientError(f"chemical API returned {type(data).__name__}, not an object")
         return data
 
+    def probe(self) -> None:
+        """The API's health, for the circuit breaker: GET /health. Any answer below 500 means
+        the API is there (a server without that path answers 404 - reachable all the same)."""
+        try:
+            with urllib.request.urlopen(f"{self._base_url}/health", timeout=self._timeout_s):
+                return
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code < 500:
+                return
+            raise DependencyDownError(DEPENDENCY, f"health answered HTTP {exc.code}") from exc
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+            raise DependencyDownError(DEPENDENCY, f"unreachable: {exc}") from exc
+
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Store the looked-up data; applying the same event again is a no-op."""
         payload: ChemicalLookupPayload = event.payload

@@ -139,6 +139,16 @@ class EmailHandler:
             refused={rcpt: code for rcpt, (code, _) in refused.items()},
         )
 
+    def probe(self) -> None:
+        """The relay's health, for the circuit breaker: connect, NOOP, QUIT - no mail sent."""
+        try:
+            with smtplib.SMTP(self._host, self._port, timeout=self._timeout_s) as client:
+                code, _ = client.noop()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _classify(exc) from exc
+        if code != 250:
+            raise DependencyDownError(DEPENDENCY, f"NOOP answered {code}")
+
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Nothing to write: the runtime's event record and dedup row say it was sent."""
         return None
