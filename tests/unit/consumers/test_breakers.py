@@ -82,3 +82,40 @@ def test_calls_run_in_parallel() -> None:
     for t in threads:
         t.join(3)
     assert not barrier.broken
+
+
+def test_with_a_health_probe_no_event_is_ever_the_probe() -> None:
+    guard = DependencyGuard("smtp", fail_max=1, reset_timeout_s=0.05)
+    healthy = False
+    events_run = 0
+
+    def probe() -> None:
+        if not healthy:
+            raise TransientError("still down")
+
+    def event() -> str:
+        nonlocal events_run
+        events_run += 1
+        return "sent"
+
+    guard.probe = probe
+    with pytest.raises(TransientError):
+        guard.call(_fail)
+    for _ in range(3):  # due for a probe each time: the probe fails, the event never runs
+        time.sleep(0.06)
+        with pytest.raises(pybreaker.CircuitBreakerError):
+            guard.call(event)
+    assert events_run == 0 and guard.probes == 3 and guard.state == "open"
+    healthy = True
+    time.sleep(0.06)
+    assert guard.call(event) == "sent" and guard.state == "closed" and events_run == 1
+
+
+def test_probe_now_closes_the_breaker_without_any_traffic() -> None:
+    guard = DependencyGuard("api", fail_max=1, reset_timeout_s=0.05)
+    guard.probe = lambda: None
+    with pytest.raises(TransientError):
+        guard.call(_fail)
+    assert not guard.probe_now()  # open, not yet due
+    time.sleep(0.06)
+    assert guard.probe_now() and guard.state == "closed"
