@@ -99,6 +99,7 @@ class Record:
     headers: list[tuple[str, bytes]] | None = None
     tag: Any = None  # what the test wants back with the position (an Event, a case ...)
     position: tuple[str, int, int] | None = None  # (topic, partition, offset) once delivered
+    partition: int | None = None  # None: the key decides (the default partitioner)
 
 
 def event_records(settings: Settings, events: Iterable[Event]) -> list[Record]:
@@ -106,6 +107,23 @@ def event_records(settings: Settings, events: Iterable[Event]) -> list[Record]:
         Record(names(settings, e.event_type).main, e.key.encode(), encode_json(e), None, e)
         for e in events
     ]
+
+
+def with_copies(records: list[Record], types: set[str], partitions: int) -> list[Record]:
+    """Each record of `types` twice, back to back (a producer's retry, an overlapping replay):
+    every other second copy on another partition than its key's, as a producer that keys
+    differently, or a replay through another route, would put it."""
+    out: list[Record] = []
+    n = 0
+    for record in records:
+        out.append(record)
+        if getattr(record.tag, "event_type", None) in types:
+            copy = dataclasses.replace(record, position=None)
+            if n % 2:
+                copy.partition = n % partitions  # may coincide with the key's: fine
+            out.append(copy)
+            n += 1
+    return out
 
 
 def fast_producer(bootstrap: str) -> Producer:
@@ -174,6 +192,7 @@ class BackgroundLoad:
                         value=record.value,
                         headers=record.headers,  # type: ignore[arg-type]
                         on_delivery=self._callback(record),
+                        **({} if record.partition is None else {"partition": record.partition}),
                     )
                     break
                 except BufferError:

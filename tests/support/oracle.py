@@ -144,12 +144,20 @@ class Oracle:
         self.must_succeed = set(must_succeed)  # event types that may not end in the DLQ
         self.events: list[Event] = []  # produced order
         self.hostile: list[Hostile] = []
+        # Events produced more than once on purpose (overlapping copies): how many records.
+        self.copies: Counter[str] = Counter()
 
     # -- what was produced ----------------------------------------------------------------
 
     def expect(self, events: Iterable[Event]) -> None:
         """Valid events, in the order they were produced."""
         self.events.extend(events)
+
+    def expect_copies(self, events: Iterable[Event]) -> None:
+        """Each of `events` was produced once more (see faults.with_copies): its extra record
+        must end `duplicate`, and its effect happen once."""
+        for event in events:
+            self.copies[event.event_id] += 1
 
     def expect_hostile(self, records: Iterable[Hostile]) -> None:
         self.hostile.extend(records)
@@ -290,11 +298,9 @@ class Oracle:
                 report.lost += 1
                 problems.append(f"lost: {event.event_type} {event.event_id} has no outcome")
                 continue
-            if len(rows) > 1:
-                report.duplicated += len(rows) - 1
-                problems.append(
-                    f"{event.event_id}: {len(rows)} outcomes {[self._origin(r) for r in rows]}"
-                )
+            rows = self._one_outcome(report, event, rows)
+            if not rows:
+                continue
             row = rows[0]
             status = row["status"]
             outcome[event.event_id] = status
@@ -361,6 +367,30 @@ class Oracle:
         return report
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _one_outcome(
+        self, report: OracleReport, event: Event, rows: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The event's outcome row first; [] when its copies did not each end once, one of
+        them with the outcome and the others `duplicate`."""
+        expected = 1 + self.copies[event.event_id]
+        where = [self._origin(r) for r in rows]
+        if len(rows) < expected:
+            report.lost += 1
+            report.problems.append(f"lost: {event.event_id}: {len(rows)} of {expected} copies")
+            return []
+        if len(rows) > expected:
+            report.duplicated += len(rows) - expected
+            report.problems.append(f"{event.event_id}: {len(rows)} outcomes {where}")
+        primary = [r for r in rows if r["status"] != "duplicate"]
+        if expected > 1 and len(primary) != 1:
+            report.duplicated += max(0, len(primary) - 1)
+            report.lost += 0 if primary else 1
+            report.problems.append(
+                f"{event.event_id}: copies ended {[r['status'] for r in rows]} at {where}"
+            )
+            return []
+        return primary + [r for r in rows if r["status"] == "duplicate"] if primary else rows
 
     @staticmethod
     def _origin(row: dict[str, Any]) -> tuple[str, str, int, int]:

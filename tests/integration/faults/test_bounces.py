@@ -1,8 +1,15 @@
-"""Fault (b): rolling (SIGTERM) and hard (SIGKILL) bounces of 3 consumer processes in a group."""
+"""Fault (b): rolling (SIGTERM) and hard (SIGKILL) bounces of 3 consumer processes in a group.
+
+Every Email and ChemicalLookup event is produced twice, back to back, every other second copy
+on another partition (overlapping copies: a producer's retry, an overlapping replay): each
+must perform its outside effect once - duplicate emails are counted at the SMTP server - and
+its second record end `duplicate`.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,6 +28,7 @@ from tests.support.faults import (
     scaled,
     soak_timeout,
     tagged_events,
+    with_copies,
 )
 from tests.support.kafka import wait_for
 from tests.support.oracle import Oracle
@@ -28,6 +36,8 @@ from tests.support.oracle import Oracle
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
 
 INSTANCES = 3
+PARTITIONS = 6
+COPIED = {"Email", "ChemicalLookup"}  # types with an outside effect: produced twice
 RATE = 150  # events per second while the bounces go on
 CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
 
@@ -53,7 +63,10 @@ def test_rolling_and_hard_bounces_of_three_instances(
     handler_settings: Settings, db_engine: Engine, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     settings = handler_settings.model_copy(
-        update={"event_types": ("ChemicalStatus", "Email"), "topic_partitions": 6}
+        update={
+            "event_types": ("ChemicalStatus", "Email", "ChemicalLookup"),
+            "topic_partitions": PARTITIONS,
+        }
     )
     create_topics(settings)
     rounds = min(5, max(1, round(SCALE)))  # "a few" bounces per kind; 5 rounds at soak
@@ -61,15 +74,24 @@ def test_rolling_and_hard_bounces_of_three_instances(
     # More than the bounces can use: the load runs until the last bounce, then stops.
     statuses = tagged_events("ChemicalStatus", scaled(10_000), tag=tag, keys=300)
     emails = tagged_events("Email", scaled(2_000), tag=tag)
-    events = interleave(statuses, emails, every=5)  # one email per 5 status changes
-    oracle = Oracle(settings, db_engine, name="bounces", smtp=smtp_sink, must_succeed={"Email"})
+    lookups = tagged_events("ChemicalLookup", scaled(1_000), tag=tag)
+    events = interleave(interleave(statuses, emails, every=5), lookups, every=10)
+    oracle = Oracle(
+        settings,
+        db_engine,
+        name="bounces",
+        smtp=smtp_sink,
+        must_succeed={"Email", "ChemicalLookup"},
+    )
     apps = [AppProcess(settings, tmp_path / f"app{i}.log") for i in range(INSTANCES)]
     listeners = len(settings.event_types)
     started = time.monotonic()
     try:
         start_and_wait_assigned(apps, listeners)
         load = BackgroundLoad(
-            settings.kafka_bootstrap_servers, event_records(settings, events), rate=RATE
+            settings.kafka_bootstrap_servers,
+            with_copies(event_records(settings, events), COPIED, PARTITIONS),
+            rate=RATE,
         ).start()
         time.sleep(1.0)
         rolling = hard = 0
@@ -87,7 +109,11 @@ def test_rolling_and_hard_bounces_of_three_instances(
                 time.sleep(2.0)
         bounced = time.monotonic()
         load.stop()
-        oracle.expect(record.tag for record in load.join())
+        produced = [record.tag for record in load.join()]
+        times = Counter(event.event_id for event in produced)
+        unique = list({event.event_id: event for event in produced}.values())
+        oracle.expect(unique)
+        oracle.expect_copies(e for e in unique if times[e.event_id] > 1)
         drain_s = oracle.wait_drained(bounced, timeout=120)
         for app in apps:
             assert app.terminate() == 0, log_tail(app.log_path)
@@ -99,7 +125,12 @@ def test_rolling_and_hard_bounces_of_three_instances(
         crashes = [m for m in CRASH_MARKERS if m in app.log()]
         assert not crashes, f"{app.log_path.name}: {crashes}\n{log_tail(app.log_path)}"
     report = oracle.check(faults=rolling + hard, drain_s=drain_s, fault_times=kill_times)
-    report.extra.update(rolling=rolling, hard=hard, total_s=round(time.monotonic() - started, 1))
+    report.extra.update(
+        rolling=rolling,
+        hard=hard,
+        copies=sum(oracle.copies.values()),
+        total_s=round(time.monotonic() - started, 1),
+    )
     print("\n" + report.summary())
     # An email sent just before a SIGKILL, whose commit the kill prevented, is sent again on
     # redelivery (RELIABILITY.md): the oracle accepts only copies that straddle a kill.
