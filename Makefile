@@ -24,13 +24,15 @@ $(BIN)/qchem-events: pyproject.toml
 
 setup: $(BIN)/qchem-events  ## create the virtualenv and install the project (+ dev tools)
 
-deps:  ## install the system tools the tests use (kcat, promtool, PostgreSQL, Java, Maven)
+deps:  ## install the system tools the tests use (kcat, promtool, PostgreSQL, Java, Maven, Chromium)
 	@missing=""; \
 	command -v kcat >/dev/null || missing="$$missing kcat"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v pg_ctlcluster >/dev/null || missing="$$missing postgresql"; \
 	command -v mvn >/dev/null || missing="$$missing maven"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -34,6 +34,7 @@ from consumers.offsets import OffsetBook
 from consumers.timers import Timers
 from consumers.work import NOT_PERFORMED, Work, now_ms
 from ops import metrics
+from ops.dlq_query import pipeline_entry
 from ops.logging import redact_payload
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
@@ -377,24 +378,43 @@ class Pipeline:
                 partial(self._route, work, error, kind, topic, decision),
             )
 
+        position: list[tuple[int, int, int]] = []  # where the copy landed, for the DLQ index
+
         def delivered(err: KafkaError | None) -> None:
             if err is not None:
                 not_routed(err)
                 return
-            self.record(work, status, error_text)
+            entry = None
+            if not retrying and position:
+                entry = pipeline_entry(
+                    self.event_type, topic, position[-1], work.key, work.value, headers
+                )
+            self.record(work, status, error_text, dlq_entry=entry)
 
         def send() -> None:
             try:
                 self.producer.produce(
-                    topic, key=work.key, value=work.value, headers=headers, on_delivery=delivered
+                    topic,
+                    key=work.key,
+                    value=work.value,
+                    headers=headers,
+                    on_delivery=delivered,
+                    on_position=lambda *at: position.append(at),
                 )
             except Exception as exc:  # refused at once (queue full, too large): same as above
                 not_routed(exc)
 
         self._hand_off(work, send)
 
-    def record(self, work: Work, status: Status, error: str | None) -> None:
-        """Write the event record of a non-success outcome, then finish."""
+    def record(
+        self,
+        work: Work,
+        status: Status,
+        error: str | None,
+        dlq_entry: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the event record of a non-success outcome (with a dead letter's DLQ index
+        row, in the same transaction), then finish."""
         outcome = {
             Status.RETRYING: "retried",
             Status.DLQ: "dlq",
@@ -418,6 +438,7 @@ class Pipeline:
             last_error=error,
             processing_ms=int((time.monotonic() - work.started) * 1000),
             on_done=recorded,
+            dlq_entry=dlq_entry,
         )
         self._hand_off(work, partial(self.writer.submit, request, work.lane))
 

@@ -33,6 +33,9 @@ app.add_typer(dev_app, name="dev")
 from ops.cli_dlq import dlq_app  # noqa: E402
 
 app.add_typer(dlq_app, name="dlq")
+from ops.admin.cli import admin as _admin  # noqa: E402
+
+app.command("admin")(_admin)
 from ops.cli_schemas import schemas_app  # noqa: E402
 
 app.add_typer(schemas_app, name="schemas")

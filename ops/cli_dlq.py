@@ -9,7 +9,6 @@ line on stderr.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -21,9 +20,7 @@ from ops.dlq import (
     DlqUsageError,
     Filters,
     dlq_topic,
-    iso,
     parse_ref,
-    parse_time,
     read_one,
     resolve_type,
 )
@@ -33,7 +30,6 @@ from ops.dlq_render import (
     render_record,
     render_replay,
     render_summary,
-    summarize,
 )
 
 if TYPE_CHECKING:
@@ -112,18 +108,9 @@ def _filters(
     event_ids: list[str] | None,
     limit: int | None,
 ) -> Filters:
-    since_ms = parse_time(since, "--since") if since is not None else None
-    until_ms = parse_time(until, "--until") if until is not None else None
-    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
-        raise DlqUsageError(f"--since {since} is not before --until {until}: nothing can match")
-    return Filters(
-        error_class=error_class,
-        since_ms=since_ms,
-        until_ms=until_ms,
-        partition=partition,
-        event_ids=frozenset(event_ids or ()),
-        limit=limit,
-    )
+    from ops.dlq_service import make_filters
+
+    return make_filters(error_class, since, until, partition, event_ids, limit)
 
 
 def _need_confirmation(yes: bool, dry_run: bool, what: str) -> None:
@@ -168,20 +155,16 @@ def summary(event_type: TypeOpt = None, as_json: JsonFlag = False) -> None:
 
     Example: qchem-events dlq summary --type Email --json
     """
+    from ops import dlq_service
     from ops.cli import emit, settings
-    from ops.dlq_replay import select_records
 
     with _errors():
         s = settings()
-        types = [resolve_type(event_type)] if event_type else list(s.event_types)
-        rows = []
+        types = dlq_service.types_of(s, event_type)
         with _engine(s) as engine:
-            for t in types:
-                chosen = select_records(s, engine, t, Filters())
-                row = summarize(t, chosen.topic, chosen.records, chosen.replayed)
-                rows.append({**row, "hidden_by_purge": chosen.hidden})
-    total = sum(row["count"] for row in rows)
-    emit({"event_types": rows, "total": total}, as_json, render_summary(rows, total))
+            dlq_service.sync(s, engine, types)  # records that reached the topic otherwise
+            data = dlq_service.summary(s, engine, types)
+    emit(data, as_json, render_summary(data["event_types"], data["total"]))
 
 
 @dlq_app.command("list")
@@ -206,20 +189,29 @@ def list_records(
 
     Example: qchem-events dlq list --type Email --error-class DependencyDownError --json
     """
+    from ops import dlq_service
     from ops.cli import emit, settings
-    from ops.dlq_replay import select_records
+    from ops.dlq_jobs import with_bytes
+    from ops.dlq_query import Query, iter_entries
+    from ops.dlq_replay import replayed_positions
 
     with _errors():
         s = settings()
         filters = _filters(error_class, since, until, partition, event_id, limit)
-        types = [resolve_type(event_type)] if event_type else list(s.event_types)
+        types = dlq_service.types_of(s, event_type)
+        dlq_service.check_partition(s, types, filters)
         chosen = []
         with _engine(s) as engine:
-            for t in types:
-                sel = select_records(s, engine, t, filters)
-                chosen += [(r, sel.replayed.get(r.position)) for r in sel.records]
-    if filters.limit is not None:
-        chosen = chosen[: filters.limit]
+            dlq_service.sync(s, engine, types)
+            marks = {t: replayed_positions(engine, dlq_topic(s, t)) for t in types}
+            # The index selects; Kafka gives the bytes, a page at a time.
+            page: list[dict[str, Any]] = []
+            for row in iter_entries(s, engine, Query(tuple(types), filters)):
+                page.append(row)
+                if len(page) >= 500:
+                    chosen += with_bytes(s, page, marks)
+                    page = []
+            chosen += with_bytes(s, page, marks)
     data = [record_to_json(r, replayed=mark, force_base64=force_base64) for r, mark in chosen]
     emit(data, as_json, render_list(chosen))
 
@@ -276,47 +268,77 @@ def replay(
     include_replayed: Annotated[
         bool, typer.Option("--include-replayed", help="Send records replayed before again too.")
     ] = False,
+    max_replays: Annotated[
+        int,
+        typer.Option(
+            "--max-replays",
+            min=1,
+            max=1000,
+            help="Never send a record replayed this often (its earlier replays included).",
+        ),
+    ] = 5,
+    target: Annotated[
+        str,
+        typer.Option(
+            "--target",
+            help="main (default) or retry: the type's first retry tier, read only "
+            "by this application's group.",
+        ),
+    ] = "main",
     as_json: JsonFlag = False,
 ) -> None:
-    """Send DLQ records back to the type's main topic, once each (asks unless --yes).
+    """Send DLQ records back to the type's main topic (or --target retry), once each (asks
+    unless --yes).
 
     Key, value, the producer's headers and the origin identity are kept, so an effect
     already applied is not applied twice. Each replay is recorded in the database; records
-    replayed before are skipped unless --include-replayed. Exit 1 if any record failed.
+    replayed before are skipped unless --include-replayed. Business-critical types
+    (CRITICAL_TYPES) are not replayed by a filter: `dlq review` approves them one by one.
+    Exit 1 if any record failed.
 
     Example: qchem-events dlq replay --type Email --error-class DependencyDownError --dry-run
     """
+    from ops import dlq_service
     from ops.cli import emit, settings
-    from ops.dlq_replay import parse_rate, plan_replay, run_replay
+    from ops.dlq_replay import who
 
     with _errors():
-        etype = resolve_type(event_type)
-        filters = _filters(error_class, since, until, partition, event_id, limit)
-        per_second = parse_rate(rate)
+        body = {
+            "type": event_type,
+            "error_class": error_class,
+            "since": since,
+            "until": until,
+            "partition": partition,
+            "event_id": event_id or None,
+            "limit": limit,
+            "rate": rate,
+            "dry_run": dry_run,
+            "include_replayed": include_replayed,
+            "max_replays": max_replays,
+            "target": target,
+        }
+        request = dlq_service.replay_request(s := settings(), body)
         _need_confirmation(yes, dry_run, "replay")
-        s = settings()
         with _engine(s) as engine:
-            plan = plan_replay(s, engine, etype, filters, include_replayed=include_replayed)
-            if plan.to_send and not dry_run and not yes:
-                _confirm(f"Replay {len(plan.to_send)} {etype} record(s) to {plan.target}?")
-            filter_json = {
-                "type": etype,
-                **filters.as_json(),
-                "include_replayed": include_replayed,
-                "rate": per_second,
-            }
-            with _progress(len(plan.to_send), f"replaying to {plan.target}") as advance:
-                outcome = run_replay(
+            dlq_service.sync(s, engine, [request.event_type])
+
+            def confirm(chosen: Any) -> None:
+                if not yes:
+                    n, t = len(chosen.to_send), chosen.event_type
+                    _confirm(f"Replay {n} {t} record(s) to {chosen.target}?")
+
+            with _progress(0 if dry_run else 1, "replaying") as advance:
+                data = dlq_service.replay(
                     s,
                     engine,
-                    plan,
-                    filter_json=filter_json,
-                    rate=per_second,
-                    dry_run=dry_run,
+                    request,
+                    actor=who(),
+                    background=False,
                     on_progress=advance,
+                    confirm=confirm,
                 )
-    emit(outcome.as_json(plan), as_json, render_replay(plan, outcome, dry_run))
-    if outcome.failed:
+    emit(data, as_json, render_replay(data))
+    if data["failed"]:
         raise typer.Exit(1)
 
 
@@ -353,45 +375,28 @@ def purge(
 
     Example: qchem-events dlq purge --type Email --older-than-days 7 --dry-run
     """
+    from ops import dlq_service
     from ops.cli import emit, settings
-    from ops.dlq_replay import delete_before, hide_records, plan_time_purge, select_records
+    from ops.dlq_replay import who
 
     with _errors():
         etype = resolve_type(event_type)
         filters = _filters(error_class, since, until, partition, event_id, limit)
         _need_confirmation(yes, dry_run, "purge")
         s = settings()
-        topic = dlq_topic(s, etype)
-        days = older_than_days if older_than_days is not None else s.dlq_retention_days
-        cutoff = int(time.time() * 1000) - days * 86_400_000
-        data: dict[str, Any] = {"event_type": etype, "topic": topic, "dry_run": dry_run}
         with _engine(s) as engine:
-            if filters.narrows:
-                records = select_records(s, engine, etype, filters).records
-                if older_than_days is not None:
-                    records = [r for r in records if r.timestamp_ms < cutoff]
-                if records and not dry_run and not yes:
-                    _confirm(f"Hide {len(records)} record(s) of {topic}?")
-                count = len(records) if dry_run else hide_records(engine, records)
-                data |= {"mode": "hide", "count": count, "records": [r.ref for r in records]}
-                text = f"{'dry run: would hide' if dry_run else 'hid'} {count} record(s) of {topic}"
-            else:
-                cuts = plan_time_purge(s, etype, cutoff)
-                total = sum(c.count for c in cuts)
-                if total and not dry_run and not yes:
-                    _confirm(f"Delete {total} record(s) older than {iso(cutoff)} from {topic}?")
-                count = total if dry_run else delete_before(s, engine, etype, cuts)
-                data |= {
-                    "mode": "delete",
-                    "cutoff": iso(cutoff),
-                    "count": count,
-                    "partitions": [
-                        {"partition": c.partition, "before_offset": c.cut, "count": c.count}
-                        for c in cuts
-                    ],
-                }
-                text = (
-                    f"{'dry run: would delete' if dry_run else 'deleted'} {count} record(s) "
-                    f"older than {iso(cutoff)} from {topic}"
-                )
+            data = dlq_service.purge(
+                s,
+                engine,
+                etype,
+                filters,
+                older_than_days=older_than_days,
+                dry_run=dry_run,
+                actor=who(),
+                confirm=None if yes else _confirm,
+            )
+    text = data.pop("text")
     emit(data, as_json, text)
+
+
+from ops import cli_dlq_review as _review  # noqa: E402,F401  (registers `dlq review`, `dlq history`)

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ops.dlq import DlqRecord, iso
 from schemas.safe_text import escape_controls
-
-if TYPE_CHECKING:
-    from ops.dlq_replay import ReplayOutcome, ReplayPlan
 
 # -- JSON (what `dlq list --json` prints and scripts/ replay tools read) ---------------------
 
@@ -234,16 +231,43 @@ def render_record(record: DlqRecord, mark: dict[str, Any] | None) -> str:
     return _screen(lines) + "\n" + "\n".join(escape_controls(b, keep_layout=True) for b in blocks)
 
 
-def render_replay(plan: ReplayPlan, outcome: ReplayOutcome, dry_run: bool) -> str:
+def render_replay(data: dict[str, Any]) -> str:
     """`dlq replay`: the records a dry run would send, then the counts and any failures."""
+    dry_run = data["dry_run"]
     verb = "would replay" if dry_run else "replayed"
-    count = len(plan.to_send) if dry_run else outcome.replayed
-    lines = (
-        [f"{r.ref}  event={r.event_id}  {r.error_class}" for r in plan.to_send] if dry_run else []
-    )
+    count = data["would_replay"] if dry_run else data["replayed"]
+    lines = list(data["records"]) if dry_run else []
     lines.append(
-        f"{'dry run: ' if dry_run else ''}{verb} {count}, skipped {outcome.skipped} already "
-        f"replayed, failed {len(outcome.failed)} (replay id {outcome.replay_id})"
+        f"{'dry run: ' if dry_run else ''}{verb} {count}, skipped "
+        f"{data['skipped_already_replayed']} already replayed, failed {data['failed']} "
+        f"(replay id {data['replay_id']})"
     )
-    lines += [f"failed: {ref}" for ref in outcome.failed]
+    lines.append(f"target {data['target_topic']}")
+    if data["skipped_replay_cap"]:
+        lines.append(f"skipped {data['skipped_replay_cap']} replayed too often (--max-replays)")
+    if data["skipped_needs_review"]:
+        lines.append(
+            f"skipped {data['skipped_needs_review']} business-critical record(s): "
+            "approve each with `qchem-events dlq review approve`"
+        )
+    lines += [f"failed: {ref}" for ref in data["failed_records"]]
     return _screen(lines)
+
+
+def render_history(rows: Sequence[dict[str, Any]]) -> str:
+    """`dlq history`: replay jobs or audit rows, one line each."""
+    lines = []
+    for row in rows:
+        if "job" in row and "status" in row:
+            lines.append(
+                f"{row['started_at']}  {row['job']}  {row['who']}  {row['status']:<11} "
+                f"{'dry-run ' if row['dry_run'] else ''}{row['event_type']} -> "
+                f"{row['target_topic'] or '-'}  {row['replayed']}/{row['total']} sent, "
+                f"{row['failed']} failed"
+            )
+        else:
+            lines.append(
+                f"{row['at']}  {row['actor']}  {row['action']:<16} {row['ref'] or '-'}  "
+                f"{row['detail'].get('reason') or ''}"
+            )
+    return _screen([*lines, f"{len(rows)} rows"])

@@ -46,6 +46,7 @@ from ops.dlq import (
     watermarks,
 )
 from retry_topics import headers as rh
+from storage.dlq_index import dlq_entries
 from storage.dlq_tables import dlq_purged_records, dlq_replayed_records, dlq_replays
 from storage.secrets import replay_signing_key
 
@@ -208,35 +209,20 @@ def run_replay(
         if not dry_run:
             _finish(engine, outcome)
         return outcome
-    producer = Producer(
-        {
-            **settings.kafka_common_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
-            "logger": rdkafka_log,
-        }
-    )
-    chunk_size = max(1, min(CHUNK_MAX, int(rate)))
-    key = replay_signing_key(engine)  # the listener believes signed replays only
-    started, sent = time.monotonic(), 0
+    producer = replay_producer(settings)
+    pacer = Pacer(rate)
+    key = replay_signing_key(engine)
     try:
-        for i in range(0, len(plan.to_send), chunk_size):
-            chunk = plan.to_send[i : i + chunk_size]
-            reports: dict[int, KafkaError | None] = {}
-            for n, record in enumerate(chunk):
-                wait = started + sent / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                _produce(producer, plan.target, record, outcome.replay_id, key, reports, n)
-                sent += 1
-            if producer.flush(DELIVERY_TIMEOUT_S) > 0:
-                producer.purge(in_queue=True, in_flight=False)
-                producer.flush(5)
-            confirmed = [n in reports and reports[n] is None for n in range(len(chunk))]
-            delivered = [r for r, ok in zip(chunk, confirmed, strict=True) if ok]
-            outcome.failed += [r.ref for r, ok in zip(chunk, confirmed, strict=True) if not ok]
+        for i in range(0, len(plan.to_send), pacer.chunk_size):
+            chunk = plan.to_send[i : i + pacer.chunk_size]
+            delivered, failed = send_chunk(
+                producer,
+                plan.target,
+                chunk,
+                pacer,
+                lambda r: replay_headers(r, outcome.replay_id, key),
+            )
+            outcome.failed += [r.ref for r in failed]
             _mark_replayed(engine, delivered, outcome.replay_id)
             outcome.replayed += len(delivered)
             if on_progress is not None:
@@ -246,12 +232,62 @@ def run_replay(
     return outcome
 
 
+def replay_producer(settings: Settings) -> Producer:
+    return Producer(
+        {
+            **settings.kafka_common_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
+            "logger": rdkafka_log,
+        }
+    )
+
+
+class Pacer:
+    """Keeps a replay at `rate` records per second; chunks no larger than a second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.chunk_size = max(1, min(CHUNK_MAX, int(rate)))
+        self.started = time.monotonic()
+        self.sent = 0
+
+    def wait(self) -> None:
+        delay = self.started + self.sent / self.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.sent += 1
+
+
+def send_chunk(
+    producer: Producer,
+    target: str,
+    chunk: list[DlqRecord],
+    pacer: Pacer,
+    headers: Callable[[DlqRecord], rh.Headers],
+) -> tuple[list[DlqRecord], list[DlqRecord]]:
+    """Produce a chunk at the pacer's rate and wait for the broker: (confirmed, failed)."""
+    reports: dict[int, KafkaError | None] = {}
+    for n, record in enumerate(chunk):
+        pacer.wait()
+        _produce(producer, target, record, headers(record), reports, n)
+    if producer.flush(DELIVERY_TIMEOUT_S) > 0:
+        producer.purge(in_queue=True, in_flight=False)
+        producer.flush(5)
+    confirmed = [n in reports and reports[n] is None for n in range(len(chunk))]
+    return (
+        [r for r, ok in zip(chunk, confirmed, strict=True) if ok],
+        [r for r, ok in zip(chunk, confirmed, strict=True) if not ok],
+    )
+
+
 def _produce(
     producer: Producer,
     topic: str,
     record: DlqRecord,
-    replay_id: uuid.UUID,
-    key: bytes | None,
+    headers: rh.Headers,
     reports: dict[int, KafkaError | None],
     n: int,
 ) -> None:
@@ -264,7 +300,7 @@ def _produce(
                 topic,
                 key=record.key,
                 value=record.value,
-                headers=replay_headers(record, replay_id, key),  # type: ignore[arg-type]
+                headers=headers,  # type: ignore[arg-type]
                 on_delivery=delivered,
             )
             producer.poll(0)
@@ -289,7 +325,11 @@ def _mark_replayed(engine: Engine, records: list[DlqRecord], replay_id: uuid.UUI
     stmt = pg_insert(dlq_replayed_records)
     stmt = stmt.on_conflict_do_update(
         index_elements=["dlq_topic", "dlq_partition", "dlq_offset"],
-        set_={"replay_id": stmt.excluded.replay_id, "replayed_at": stmt.excluded.replayed_at},
+        set_={
+            "replay_id": stmt.excluded.replay_id,
+            "replayed_at": stmt.excluded.replayed_at,
+            "times": dlq_replayed_records.c.times + 1,  # the per-record replay cap counts these
+        },
     )
     with engine.begin() as conn:
         conn.execute(stmt, rows)
@@ -364,7 +404,7 @@ def delete_before(
             ) from None
     with engine.begin() as conn:
         for cut in cuts:
-            for table in (dlq_replayed_records, dlq_purged_records):
+            for table in (dlq_replayed_records, dlq_purged_records, dlq_entries):
                 conn.execute(
                     delete(table).where(
                         table.c.dlq_topic == topic,
@@ -375,12 +415,17 @@ def delete_before(
     return sum(c.count for c in cuts)
 
 
-def hide_records(engine: Engine, records: list[DlqRecord]) -> int:
+def hide_records(engine: Engine, records: list[DlqRecord], actor: str | None = None) -> int:
     """Mark records purged (list, summary and replay skip them); how many were new."""
     if not records:
         return 0
     rows = [
-        {"dlq_topic": r.topic, "dlq_partition": r.partition, "dlq_offset": r.offset, "who": who()}
+        {
+            "dlq_topic": r.topic,
+            "dlq_partition": r.partition,
+            "dlq_offset": r.offset,
+            "who": (actor or who())[:200],
+        }
         for r in records
     ]
     stmt = (

@@ -18,6 +18,8 @@ from confluent_kafka import KafkaError, Message, Producer
 log = structlog.get_logger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None], None]
+# (partition, offset, timestamp ms) of a delivered copy: the DLQ index keys on its position.
+PositionCallback = Callable[[int, int, int], None]
 
 
 class DeliveryProducer:
@@ -48,9 +50,12 @@ class DeliveryProducer:
         value: bytes | None,
         headers: list[tuple[str, bytes]],
         on_delivery: DeliveryCallback,
+        on_position: PositionCallback | None = None,
     ) -> None:
-        def report(err: KafkaError | None, _msg: Message) -> None:
+        def report(err: KafkaError | None, msg: Message) -> None:
             try:
+                if err is None and on_position is not None:
+                    on_position(msg.partition() or 0, msg.offset() or 0, msg.timestamp()[1])
                 on_delivery(err)
             except Exception:
                 log.exception("delivery_callback_failed", topic=topic)

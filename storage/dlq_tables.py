@@ -9,7 +9,8 @@ Kafka cannot mark or delete single records, so what an operator did to the DLQ i
 * `dlq_purged_records`: DLQ records hidden by a filter purge (list, summary and replay skip
   them); records older than a cutoff are deleted from the topic itself instead.
 
-Migration: storage/migrations/versions/0002_dlq_replays.py.
+Migration: storage/migrations/versions/0002_dlq_replays.py (job columns and `times`: 0005).
+The admin API's index, reviews and audit are in storage/dlq_index.py.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ dlq_replays = Table(
     Column("filter", JSONB, nullable=False),
     Column("count", Integer, nullable=False, server_default="0"),
     Column("dry_run", Boolean, nullable=False),
+    # Job columns (migration 0005): the admin API runs replays in the background.
+    Column("event_type", String(50)),
+    Column("target_topic", String(250)),
+    Column("status", String(20), nullable=False, server_default="finished"),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("error", String(500)),
 )
 
 dlq_replayed_records = Table(
@@ -58,6 +66,8 @@ dlq_replayed_records = Table(
     Column("dlq_offset", BigInteger, nullable=False),
     Column("replay_id", Uuid, ForeignKey("dlq_replays.id"), nullable=False),
     Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # How often this position was sent (migration 0005): the per-record replay cap.
+    Column("times", Integer, nullable=False, server_default="1"),
     PrimaryKeyConstraint("dlq_topic", "dlq_partition", "dlq_offset"),
 )
 
@@ -99,7 +109,11 @@ def record_redrive(
             stmt = pg_insert(dlq_replayed_records)
             stmt = stmt.on_conflict_do_update(
                 index_elements=["dlq_topic", "dlq_partition", "dlq_offset"],
-                set_={"replay_id": stmt.excluded.replay_id, "replayed_at": now},
+                set_={
+                    "replay_id": stmt.excluded.replay_id,
+                    "replayed_at": now,
+                    "times": dlq_replayed_records.c.times + 1,
+                },
             )
             conn.execute(
                 stmt,
@@ -130,3 +144,6 @@ def resolved_counts(engine: Engine, topic: str, lows: dict[int, int]) -> int:
             ).all()
             total += sum(1 for p, o in rows if p in lows and o >= lows[p])
     return total
+
+
+from storage import dlq_index as _dlq_index  # noqa: E402,F401  (same metadata)

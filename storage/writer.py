@@ -48,7 +48,7 @@ from sqlalchemy import delete, text, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from retry_topics import policy
-from storage import bulk, claims
+from storage import bulk, claims, dlq_index
 from storage.models import dedup_keys
 
 log = structlog.get_logger(__name__)
@@ -97,6 +97,8 @@ class WriteRequest:
     processing_ms: int | None = None
     # The handler's database effect; only for SUCCEEDED, which also writes the dedup row.
     apply: Callable[[Connection], None] | None = None
+    # A dead letter's row of the DLQ index (storage/dlq_index.py), written with its record.
+    dlq_entry: dict[str, Any] | None = None
     result: WriteResult | BaseException | None = field(default=None, init=False)
 
     @property
@@ -307,6 +309,7 @@ class BatchWriter:
             if request.result is None:
                 request.result = WriteResult.RECORDED
         self._upsert_event_records(conn, batch)
+        dlq_index.insert_entries(conn, [r.dlq_entry for r in batch if r.dlq_entry is not None])
 
     @staticmethod
     def _insert_dedup_rows(conn: Connection, requests: list[WriteRequest]) -> set[int]:

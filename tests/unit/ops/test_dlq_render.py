@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import replace
 
 import pytest
@@ -21,7 +20,6 @@ from ops.dlq_render import (
     render_summary,
     summarize,
 )
-from ops.dlq_replay import ReplayOutcome, ReplayPlan
 from tests.support.dlq import dlq_headers, dlq_record
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -171,17 +169,43 @@ def test_render_record_shows_everything_and_base64_for_a_binary_payload() -> Non
     assert "replayed by" not in shown and "payload (2 bytes, utf-8)\n{}\n" in shown
 
 
+def _replay_data(**changes: object) -> dict[str, object]:
+    return {
+        "dry_run": True,
+        "replay_id": "r-1",
+        "target_topic": "qchem.email",
+        "would_replay": 2,
+        "replayed": 0,
+        "skipped_already_replayed": 3,
+        "skipped_replay_cap": 0,
+        "skipped_needs_review": 0,
+        "failed": 0,
+        "failed_records": [],
+        "records": ["Email:0:0", "Email:0:1"],
+        **changes,
+    }
+
+
 def test_render_replay_lists_a_dry_run_and_reports_failures() -> None:
-    records = [dlq_record(0), dlq_record(1)]
-    plan = ReplayPlan("Email", "qchem.email", records, [], 0)
-    replay_id = uuid.uuid4()
-    dry = render_replay(plan, ReplayOutcome(replay_id, True, skipped=3), True).splitlines()
-    assert dry[0] == f"Email:0:0  event={records[0].event_id}  DependencyDownError"
-    assert dry[-1] == (
-        f"dry run: would replay 2, skipped 3 already replayed, failed 0 (replay id {replay_id})"
+    dry = render_replay(_replay_data()).splitlines()
+    assert dry == [
+        "Email:0:0",
+        "Email:0:1",
+        "dry run: would replay 2, skipped 3 already replayed, failed 0 (replay id r-1)",
+        "target qchem.email",
+    ]
+    done = _replay_data(
+        dry_run=False,
+        replayed=1,
+        skipped_already_replayed=0,
+        failed=1,
+        failed_records=["Email:0:1"],
+        skipped_needs_review=4,
     )
-    outcome = ReplayOutcome(replay_id, False, replayed=1, failed=["Email:0:1"])
-    assert render_replay(plan, outcome, False).splitlines() == [
-        f"replayed 1, skipped 0 already replayed, failed 1 (replay id {replay_id})",
+    assert render_replay(done).splitlines() == [
+        "replayed 1, skipped 0 already replayed, failed 1 (replay id r-1)",
+        "target qchem.email",
+        "skipped 4 business-critical record(s): approve each with "
+        "`qchem-events dlq review approve`",
         "failed: Email:0:1",
     ]
