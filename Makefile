@@ -105,3 +105,4 @@ bench: setup infra-up  ## the six benchmarks at full size, about 45 minutes (BEN
 	$(BIN)/python -m bench.memory --events 1000000 --max-seconds 400
 	$(BIN)/python -m bench.overhead --rounds 3
 	$(BIN)/python -m bench.overhead --rounds 3 --seconds 12 --rate 1000
+	$(BIN)/python -m bench.dlq_index --records 100000

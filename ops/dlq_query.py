@@ -41,7 +41,7 @@ from storage.dlq_index import dlq_entries, dlq_reviews, insert_entries
 from storage.dlq_tables import dlq_purged_records, dlq_replayed_records
 
 log = structlog.get_logger(__name__)
-SYNC_WINDOW = 2_000  # offsets read from Kafka and inserted per step: bounded memory
+SYNC_WINDOW = 5_000  # offsets read from Kafka and inserted per step: bounded memory
 STATUSES = ("new", "replayed", "hidden", "pending", "approved", "rejected")
 PAGE_MAX = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

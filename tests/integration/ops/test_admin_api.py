@@ -16,7 +16,7 @@ from ops.devservers import SmtpSink
 from tests.support.admin import TOKEN, admin_server, call, one_line_error
 from tests.support.app import running_app
 from tests.support.dead_letters import dead_lettered, produce_many
-from tests.support.kafka import wait_for
+from tests.support.kafka import end_offsets, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -291,3 +291,35 @@ def test_review_approves_once_rejects_for_good_and_purge_is_audited(
             ("api:bob", "replayed"), ("api:bob", "approve"),
         ]  # fmt: skip
         assert call(base, "POST", "/api/v1/dlq/sync", {}, token=TOKEN).body == {"indexed": 0}
+
+
+def test_a_replay_to_the_retry_tier_is_processed_without_touching_the_main_topic(
+    settings: Settings, db_engine: Engine
+) -> None:
+    settings = settings.model_copy(update={"event_types": ("Report",)})
+    names, originals = dead_lettered(settings, "Report", 5)
+    main_before = end_offsets(settings, names.main)
+    with running_app(settings), admin_server(settings) as admin:
+        indexed(db_engine, 5)
+        body = {"type": "Report", "target": "retry"}
+        started = call(admin.url, "POST", "/api/v1/dlq/replay", body, token=TOKEN)
+        assert started.status == 202 and started.body["target_topic"] == names.retry(1000)
+        assert finished(admin.url, started.body["job"])["replayed"] == 5
+        wait_for(
+            lambda: (
+                scalar(db_engine, "SELECT count(*) FROM event_records WHERE status = 'succeeded'")
+                == 5
+            ),
+            timeout=60,
+            message="5 reports written from the retry tier",
+        )
+    assert end_offsets(settings, names.main) == main_before  # other groups saw nothing
+    origins = {(m.partition(), m.offset()) for m in originals}
+    with db_engine.connect() as conn:
+        done = conn.execute(
+            text(
+                "SELECT origin_topic, origin_partition, origin_offset, attempts FROM event_records"
+            )
+        ).all()
+    assert {(r.origin_partition, r.origin_offset) for r in done} == origins
+    assert {(r.origin_topic, r.attempts) for r in done} == {(names.main, 2)}
