@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, case, delete, func, literal, or_, select, tuple_
+from sqlalchemy import and_, case, delete, func, literal, or_, select, text, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from consumers.settings import Settings
@@ -41,6 +41,7 @@ from storage.dlq_index import dlq_entries, dlq_reviews, insert_entries
 from storage.dlq_tables import dlq_purged_records, dlq_replayed_records
 
 log = structlog.get_logger(__name__)
+ANALYZE_AFTER = 10_000  # rows added by one sync that make it refresh the statistics
 SYNC_WINDOW = 5_000  # offsets read from Kafka and inserted per step: bounded memory
 STATUSES = ("new", "replayed", "hidden", "pending", "approved", "rejected")
 PAGE_MAX = 500
@@ -161,6 +162,12 @@ def sync_index(settings: Settings, engine: Engine, event_type: str) -> int:
                 with engine.begin() as conn:
                     insert_entries(conn, [entry_row(r, "sync") for r in found])
                 added += len(found)
+    if added >= ANALYZE_AFTER:
+        # A backfill changes the table's size at once: without fresh statistics PostgreSQL
+        # plans a page as a scan of every row (0.3 s at 100,000) instead of an index walk
+        # that stops after the page (5 ms); autovacuum would get there only later.
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE dlq_entries"))
     return added
 
 

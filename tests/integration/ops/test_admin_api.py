@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -323,3 +324,22 @@ def test_a_replay_to_the_retry_tier_is_processed_without_touching_the_main_topic
         ).all()
     assert {(r.origin_partition, r.origin_offset) for r in done} == origins
     assert {(r.origin_topic, r.attempts) for r in done} == {(names.main, 2)}
+
+
+def test_two_approvals_at_once_replay_the_record_once(
+    settings: Settings, db_engine: Engine
+) -> None:
+    settings = settings.model_copy(update={"event_types": ("ChemicalStatus",)})
+    names, _ = dead_lettered(settings, "ChemicalStatus", 1, kind="permanent")
+    main_before = sum(end_offsets(settings, names.main).values())
+    with admin_server(settings) as admin:
+        indexed(db_engine, 1)
+        (ref,) = [r["id"] for r in call(admin.url, "GET", "/api/v1/dlq/records").body["records"]]
+        path = f"/api/v1/dlq/records/{ref}/approve"
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            answers = list(
+                pool.map(lambda _: call(admin.url, "POST", path, {}, token=TOKEN), range(4))
+            )
+    assert sorted(a.status for a in answers) == [200, 409, 409, 409]
+    assert sum(end_offsets(settings, names.main).values()) == main_before + 1  # one copy sent
+    assert scalar(db_engine, "SELECT count(*) FROM dlq_audit WHERE action = 'approve'") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -9,8 +11,11 @@ import pytest
 from consumers.settings import load_settings
 from ops.admin.config import AdminConfigError, load_admin_settings
 from ops.dlq import DlqUsageError
+from ops.dlq_jobs import _ranges, headers_for
 from ops.dlq_query import decode_cursor, encode_cursor
 from ops.dlq_service import parse_query, replay_request
+from retry_topics import headers as rh
+from tests.support.dlq import ORIGIN, dlq_record
 
 SETTINGS = load_settings(topic_prefix="unit")
 
@@ -69,3 +74,27 @@ def test_replay_bodies_are_typed_strictly() -> None:
     ]:
         with pytest.raises(DlqUsageError, match=message):
             replay_request(SETTINGS, body)
+
+
+def test_a_retry_tier_copy_passes_the_tier_readers_checks() -> None:
+    record = dlq_record(7)  # dead-lettered after 3 attempts, origin qchem.email[2]@41
+    replay_id = uuid.uuid4()
+    info = rh.parse_retry_headers(
+        headers_for(record, replay_id, True, b"k" * 32),
+        expected_origin_topic="qchem.email",
+        expected_group="qchem-events.email",
+        max_attempt=4,
+        now_ms=int(time.time() * 1000),
+    )
+    assert (info.origin, info.attempt, info.replay_count) == (ORIGIN, 2, 1)
+    main = rh.as_dict(headers_for(record, replay_id, False, b"k" * 32))
+    assert (
+        rh.DUE not in main
+        and rh.GROUP not in main
+        and main[rh.REPLAY_ID] == str(replay_id).encode()
+    )
+
+
+def test_positions_are_read_in_ranges_of_nearby_offsets() -> None:
+    rows = [{"dlq_partition": p, "dlq_offset": o} for p, o in [(0, 5), (0, 7), (0, 5000), (1, 3)]]
+    assert list(_ranges(rows)) == [(0, 5, 8), (0, 5000, 5001), (1, 3, 4)]
