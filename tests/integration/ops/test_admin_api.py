@@ -15,7 +15,7 @@ from consumers.settings import Settings
 from ops.admin.config import AdminConfigError, load_admin_settings
 from ops.devservers import SmtpSink
 from tests.support.admin import TOKEN, admin_server, call, one_line_error
-from tests.support.app import running_app
+from tests.support.app import free_port, running_app
 from tests.support.dead_letters import dead_lettered, produce_many
 from tests.support.kafka import end_offsets, wait_for
 
@@ -73,6 +73,15 @@ def test_health_shows_dependencies_breakers_lag_and_an_smtp_outage(
         smtp_sink.stop()
         down = call(admin.url, "GET", "/api/v1/health").body
         assert down["dependencies"]["smtp"]["status"] == "down" and down["healthy"] is False
+        # Several instances: each is read on its own, and one that does not answer shows.
+        gone = f"http://127.0.0.1:{free_port()}"
+        both = f"http://127.0.0.1:{app.health.port},{gone}"  # type: ignore[union-attr]
+        with admin_server(settings, instances=both) as two:
+            seen = call(two.url, "GET", "/api/v1/health").body["instances"]
+        assert [(i["url"], i["status"]) for i in seen] == [
+            (both.split(",")[0], "ok"),
+            (gone, "unreachable"),
+        ]
 
 
 def test_every_mutation_needs_the_token_and_bad_input_is_a_one_line_400(
