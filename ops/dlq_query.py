@@ -178,7 +178,7 @@ _replayed = dlq_replayed_records.alias("r")
 _review = dlq_reviews.alias("v")
 
 
-def _joined() -> Any:
+def joined_entries() -> Any:
     e = dlq_entries
     on = lambda t: and_(  # noqa: E731
         t.c.dlq_topic == e.c.dlq_topic,
@@ -242,7 +242,7 @@ def decode_cursor(text: str) -> tuple[datetime, str, int, int]:
         raise DlqUsageError("cursor: not a cursor this API returned") from None
 
 
-def _where(settings: Settings, query: Query) -> list[Any]:
+def where_clauses(settings: Settings, query: Query) -> list[Any]:
     e = dlq_entries.c
     f = query.filters
     topics = [dlq_topic(settings, t) for t in query.types]
@@ -283,7 +283,7 @@ def entry_at(
     e = dlq_entries.c
     stmt = (
         select(*_columns(settings))
-        .select_from(_joined())
+        .select_from(joined_entries())
         .where(
             e.dlq_topic == dlq_topic(settings, event_type),
             e.event_type == event_type,
@@ -302,12 +302,12 @@ def list_page(
     """One page of index rows (oldest first) and the cursor of the next page (None: last)."""
     e = dlq_entries.c
     order = (e.dead_lettered_at, e.dlq_topic, e.dlq_partition, e.dlq_offset)
-    clauses = _where(settings, query)
+    clauses = where_clauses(settings, query)
     if query.cursor is not None:
         clauses.append(tuple_(*order) > tuple_(*query.cursor))
     stmt = (
         select(*_columns(settings))
-        .select_from(_joined())
+        .select_from(joined_entries())
         .where(*clauses)
         .order_by(*order)
         .limit(size + 1)
@@ -373,69 +373,3 @@ def entry_json(row: dict[str, Any]) -> dict[str, Any]:
             "at": at.isoformat() if at else None,
         },
     }
-
-
-def summary(settings: Settings, engine: Engine, types: Sequence[str]) -> list[dict[str, Any]]:
-    """Per type: counts by error class and failure kind, replayed, hidden, review states -
-    the shape `dlq summary --json` always had, plus `review` for critical types."""
-    e = dlq_entries.c
-    status = status_column(settings.critical_types).label("status")
-    stmt = (
-        select(
-            e.event_type,
-            e.error_class,
-            e.failure_kind,
-            status,
-            func.count().label("n"),
-            func.min(e.dead_lettered_at).label("oldest"),
-            func.max(e.dead_lettered_at).label("newest"),
-        )
-        .select_from(_joined())
-        .where(*_where(settings, Query(tuple(types), status="hidden"))[:2])
-        .group_by(e.event_type, e.error_class, e.failure_kind, status)
-    )
-    with engine.connect() as conn:
-        groups = conn.execute(stmt).all()
-    return [_summary_row(settings, t, [g for g in groups if g.event_type == t]) for t in types]
-
-
-def _summary_row(settings: Settings, event_type: str, groups: list[Any]) -> dict[str, Any]:
-    visible = [g for g in groups if g.status != "hidden"]
-    by_error: dict[tuple[str, str], list[Any]] = {}
-    for g in visible:
-        by_error.setdefault((g.error_class or "-", g.failure_kind or "-"), []).append(g)
-
-    def when(rows: list[Any], pick: Any, attr: str) -> str | None:
-        stamps = [getattr(r, attr) for r in rows]
-        return iso(time_to_ms(pick(stamps))) if stamps else None
-
-    states: dict[str, int] = {}
-    for g in visible:
-        states[g.status] = states.get(g.status, 0) + g.n
-    row: dict[str, Any] = {
-        "event_type": event_type,
-        "topic": dlq_topic(settings, event_type),
-        "count": sum(g.n for g in visible),
-        "replayed": states.get("replayed", 0),
-        "oldest": when(visible, min, "oldest"),
-        "newest": when(visible, max, "newest"),
-        "by_error": [
-            {
-                "error_class": error_class,
-                "failure_kind": kind,
-                "count": sum(r.n for r in rows),
-                "oldest": when(rows, min, "oldest"),
-                "newest": when(rows, max, "newest"),
-            }
-            for (error_class, kind), rows in sorted(
-                by_error.items(), key=lambda item: -sum(r.n for r in item[1])
-            )
-        ],
-        "hidden_by_purge": sum(g.n for g in groups if g.status == "hidden"),
-        "critical": event_type in settings.critical_types,
-    }
-    if row["critical"]:
-        row["review"] = {
-            s: states.get(s, 0) for s in ("pending", "approved", "rejected", "replayed")
-        }
-    return row
