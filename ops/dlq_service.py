@@ -41,12 +41,8 @@ from ops.dlq_args import (
     replay_request,
     types_of,
 )
-from ops.dlq_replay import (
-    delete_before,
-    hide_records,
-    plan_time_purge,
-    select_records,
-)
+from ops.dlq_purge import delete_before, hide_records, plan_time_purge
+from ops.dlq_replay import select_records
 from ops.logging import redact_payload
 from storage.dlq_tables import dlq_replays
 

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 
 from consumers.settings import Settings
 from ops.devservers import SmtpSink
+from ops.dlq_purge import delete_before, plan_time_purge
 from ops.dlq_query import sync_index
-from ops.dlq_replay import delete_before, plan_time_purge
 from schemas.samples import sample_events
 from tests.support.app import CLI, running_app, settings_env
 from tests.support.dead_letters import dead_lettered, names_for, produce_many
