@@ -51,6 +51,7 @@ from retry_topics.policy import (
 from retry_topics.router import DeliveryProducer
 from schemas.events import Event
 from storage.claims import Claim, EffectBusy
+from storage.pg_text import pg_text
 from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
 
 log = structlog.get_logger(__name__)
@@ -423,7 +424,15 @@ class Pipeline:
         }[status]
 
         def recorded(result: WriteResult | BaseException) -> None:
-            if isinstance(result, BaseException):  # database down: keep trying, do not lose it
+            if isinstance(result, BaseException):  # keep trying, do not lose it
+                if classify(result) is not FailureKind.DATABASE_DOWN:
+                    # The statement itself was refused: a silent retry would stall the
+                    # partition for ever. Say so, and drop the DLQ index row (the index sync
+                    # adds it from the topic later): the event record is what must be written.
+                    self.log.error(
+                        "record_write_failed", error=str(result)[:300], **work.log_fields()
+                    )
+                    request.dlq_entry = None
                 work.held += 1
                 self.timers.call_later(
                     hold_delay_s(work.held, self.rng),
@@ -435,7 +444,7 @@ class Pipeline:
         request = WriteRequest(
             **self._identity(work),
             status=status,
-            last_error=error,
+            last_error=pg_text(error) if error else None,
             processing_ms=int((time.monotonic() - work.started) * 1000),
             on_done=recorded,
             dlq_entry=dlq_entry,

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
 from storage.models import metadata
+from storage.pg_text import pg_text
 
 POSITION = ("dlq_topic", "dlq_partition", "dlq_offset")
 
@@ -113,4 +114,8 @@ Index("ix_dlq_audit_ref", dlq_audit.c.ref)
 def insert_entries(conn: Connection, rows: list[dict[str, object]]) -> None:
     """Index dead letters; a position already indexed (by the other path) is kept as it is."""
     if rows:
-        conn.execute(pg_insert(dlq_entries).on_conflict_do_nothing(), rows)
+        # Record bytes (a key, an error quoting them) may hold what PostgreSQL text refuses.
+        clean = [
+            {k: pg_text(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows
+        ]
+        conn.execute(pg_insert(dlq_entries).on_conflict_do_nothing(), clean)

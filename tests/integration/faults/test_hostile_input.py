@@ -6,10 +6,13 @@ wrong types, unknown event types, invalid UTF-8, empty keys, oversized values, s
 long for their database column, and hostile retry headers on a retry tier - on the
 ChemicalStatus topics; on the Email and Report topics, RFC 2047 encoded words in subjects,
 `to` fields naming several or other addresses, and control characters in every report field
-(issue 17 #2, #4, #8). Expected: no crash, no stall (everything drained, offsets at the
-end), every hostile record in the DLQ with its original key and bytes (the mail and report
-ones INVALID at once, never handed to a handler), nothing hostile at the SMTP server, and
-the valid events around them applied once, in order.
+(issue 17 #2, #4, #8); records whose header names are not UTF-8 (written by kcat; the
+client cannot read them: issue 17 #1); and valid events carrying forged, unsigned origin
+headers that name records of the same run (issue 11 #5: they must be processed as the fresh
+events they are, not as duplicates of what they name). Expected: no crash, no stall
+(everything drained, offsets at the end), every hostile record in the DLQ with its original
+key and bytes (the mail and report ones INVALID at once, never handed to a handler), nothing
+hostile at the SMTP server, and the valid events around them applied once, in order.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +49,7 @@ from tests.support.hostile import (
     mail_and_report_strategies,
     replaced,
 )
+from tests.support.kafka import end_offsets
 from tests.support.oracle import Hostile, Oracle
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
@@ -318,7 +323,14 @@ def run_hostile_input(settings: Settings, db_engine: Engine, sink: SmtpSink) -> 
     slots = sorted(rng.sample(range(len(records) + len(valid)), len(valid)))
     merged: list[Record] = []
     valid_records = iter(
-        Record(topic_of[e.event_type], e.key.encode(), encode_json(e), None, e) for e in valid
+        Record(
+            topic_of[e.event_type],
+            e.key.encode(),
+            encode_json(e),
+            forged_origin(topic_of[e.event_type], rng) if n % 10 == 0 else None,
+            e,
+        )
+        for n, e in enumerate(valid)
     )
     hostile_records = iter(records)
     slot_set = set(slots)
@@ -330,6 +342,7 @@ def run_hostile_input(settings: Settings, db_engine: Engine, sink: SmtpSink) -> 
     oracle.expect(valid)
     with running_app(settings) as app:
         produced = time.monotonic()
+        oracle.expect_hostile(unreadable_headers(settings, n.main, scaled(20)))
         produce_now(settings.kafka_bootstrap_servers, merged)
         oracle.expect_hostile(
             Hostile(MAIL_AND_REPORT.get(r.tag, TYPE), *r.position, r.key, r.value, r.tag)
@@ -347,6 +360,39 @@ def run_hostile_input(settings: Settings, db_engine: Engine, sink: SmtpSink) -> 
     print(report.summary())
     report.assert_clean()
     check_mail_and_reports(settings, db_engine, sink, valid, Counter(r.tag for r in records))
+
+
+def forged_origin(topic: str, rng: random.Random) -> list[tuple[str, bytes]]:
+    """Well-formed origin and replay headers naming an early record of `topic` (applied or
+    dead-lettered by the time this one arrives), without this application's signature."""
+    return [
+        (rh.ORIGIN_TOPIC, topic.encode()),
+        (rh.ORIGIN_PARTITION, str(rng.randrange(3)).encode()),
+        (rh.ORIGIN_OFFSET, str(rng.randrange(20)).encode()),
+        (rh.ORIGIN_TIMESTAMP, b"1700000000000"),
+        (rh.REPLAY_COUNT, b"1"),
+        (rh.REPLAY_ID, b"forged"),
+        (rh.REPLAY_SIGNATURE, b"0" * 64),
+    ]
+
+
+def unreadable_headers(settings: Settings, topic: str, count: int) -> list[Hostile]:
+    """`count` valid-looking records on partition 0 whose header name is b"x-trace\xff",
+    produced by kcat (which writes header names as raw bytes; confluent-kafka cannot)."""
+    start = end_offsets(settings, topic)[0]
+    value = b'{"event_type": "ChemicalStatus"}'
+    records = [f"k{i}|".encode() + value for i in range(count)]
+    kcat = [b"kcat", b"-P", b"-b", settings.kafka_bootstrap_servers.encode(), b"-t"]
+    subprocess.run(
+        [*kcat, topic.encode(), b"-p", b"0", b"-K", b"|", b"-H", b"x-trace\xff=1"],
+        input=b"\n".join(records) + b"\n",
+        check=True,
+        timeout=60,
+    )
+    return [
+        Hostile(TYPE, topic, 0, start + i, f"k{i}".encode(), value, "non-utf8-header-name")
+        for i in range(count)
+    ]
 
 
 def test_one_long_invalid_string_does_not_stall_the_consumer(
