@@ -123,7 +123,7 @@ class App:
         guard = self.breakers.get(handler.dependency) if handler.dependency else None
         if guard is not None:
             metrics.BREAKER_STATE.labels(guard.name).set(0)
-            # The breaker's half-open test is the dependency's own health check, not an event.
+            # The dependency's own health check: probing with no traffic (the DLQ monitor).
             guard.probe = guard.probe or getattr(handler, "probe", None)
         dispatcher = KeyedDispatcher(
             s.concurrency, name=f"{names.group}-worker", on_crash=self._worker_crashed

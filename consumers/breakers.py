@@ -5,15 +5,16 @@ after `reset_timeout` -> closed on a successful probe). We do not use `CircuitBr
 for the guarded call itself: it holds the breaker's lock for the whole call, which would
 serialise every email of every worker behind one SMTP conversation. Instead:
 
-* before the call, `DependencyGuard` fails fast while the breaker is open; once the reset
-  timeout has passed, one caller runs the dependency's own health probe (`probe`, e.g. an
-  SMTP NOOP) - never an event: a failing probe must not use up an event's attempt - and the
-  breaker closes or opens again on its outcome (everyone else still fails fast, so the
-  dependency sees at most one probe per reset timeout). A guard without a probe lets one
-  caller's call through as the probe instead;
-* with no traffic at all nothing would ever call: `probe_now` lets the DLQ monitor test
-  the dependency on its own interval, so dead letters are redriven after an outage even
-  when no new event arrives (retry_topics/dlq_monitor.py);
+* before the call, `DependencyGuard` fails fast while the breaker is open, and lets exactly
+  one caller through as the probe once the reset timeout has passed (everyone else still
+  fails fast, so the dependency sees at most one probe per reset timeout). A probe that
+  finds the dependency still *unreachable* fails as `CircuitBreakerError`, so the event keeps
+  its attempt and is held like the others; one that gets an *error answer* (an HTTP 500)
+  fails as that error and uses its attempt - scenario 5: "after 3 retries, the DLQ";
+* with no traffic at all nothing would ever call: `probe_now` runs the dependency's own
+  health check (`probe`: an SMTP NOOP, a look-up of a made-up chemical id), so the DLQ
+  monitor tests the dependency on its own interval and dead letters are redriven after an
+  outage even when no new event arrives (retry_topics/dlq_monitor.py);
 * the call runs outside any lock;
 * its outcome is then fed to pybreaker (`call` of a function that returns or re-raises the
   captured outcome) so pybreaker does the counting and the transitions.
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 
-from consumers.handlers.base import PermanentError
+from consumers.handlers.base import DependencyDownError, PermanentError
 
 T = TypeVar("T")
 
@@ -81,16 +82,16 @@ class DependencyGuard:
         if self.state != "closed":
             if self.is_open():
                 raise pybreaker.CircuitBreakerError(f"{self.name} circuit open")
-            if self.probe is not None:
-                if not self.probe_now():
-                    raise pybreaker.CircuitBreakerError(f"{self.name} still down (probed)")
-            else:
-                probe = self._start_probe()
+            probe = self._start_probe()
         try:
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
                 self._feed(exc)
+                if probe and isinstance(exc, DependencyDownError):
+                    # Still unreachable: the event was only the breaker's probe, and keeps its
+                    # attempt (held in place, like every event while the breaker is open).
+                    raise pybreaker.CircuitBreakerError(f"{self.name} still down: {exc}") from exc
                 raise
             self._feed(None)
             return result

@@ -27,6 +27,8 @@ from schemas.events import ChemicalLookupPayload, Event
 from storage.models import chemical_lookups
 
 DEPENDENCY = "chemical_api"
+# The chemical id the breaker's probe looks up (an unknown id: a 404 is a healthy answer).
+PROBE_ID = "QCHEM-HEALTH-PROBE"
 
 
 class ChemicalLookupHandler:
@@ -72,16 +74,20 @@ class ChemicalLookupHandler:
         return data
 
     def probe(self) -> None:
-        """The API's health, for the circuit breaker: GET /health. Any answer below 500 means
-        the API is there (a server without that path answers 404 - reachable all the same)."""
+        """The API's health, for the circuit breaker: one look-up of a made-up id, the same
+        path events take. Not GET /health: an API that answers /health while its look-ups
+        fail with 500 (scenario 3) would close the breaker only for events to open it again.
+        Any answer but 5xx or 429 (a 404 for the unknown id, say) means look-ups work."""
+        request = urllib.request.Request(self.url_for(PROBE_ID), headers={"X-Qchem-Probe": "1"})
         try:
-            with urllib.request.urlopen(f"{self._base_url}/health", timeout=self._timeout_s):
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                response.read()
                 return
         except urllib.error.HTTPError as exc:
             exc.close()
-            if exc.code < 500:
+            if exc.code < 500 and exc.code != 429:
                 return
-            raise DependencyDownError(DEPENDENCY, f"health answered HTTP {exc.code}") from exc
+            raise DependencyDownError(DEPENDENCY, f"probe answered HTTP {exc.code}") from exc
         except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
             raise DependencyDownError(DEPENDENCY, f"unreachable: {exc}") from exc
 

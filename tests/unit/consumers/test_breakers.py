@@ -9,7 +9,7 @@ import pybreaker
 import pytest
 
 from consumers.breakers import DependencyGuard
-from consumers.handlers.base import PermanentError, TransientError
+from consumers.handlers.base import DependencyDownError, PermanentError, TransientError
 
 
 def _fail() -> None:
@@ -84,31 +84,23 @@ def test_calls_run_in_parallel() -> None:
     assert not barrier.broken
 
 
-def test_with_a_health_probe_no_event_is_ever_the_probe() -> None:
+def test_a_probe_event_that_finds_the_dependency_unreachable_keeps_its_attempt() -> None:
     guard = DependencyGuard("smtp", fail_max=1, reset_timeout_s=0.05)
-    healthy = False
-    events_run = 0
 
-    def probe() -> None:
-        if not healthy:
-            raise TransientError("still down")
+    def unreachable() -> None:
+        raise DependencyDownError("smtp", "connection refused")
 
-    def event() -> str:
-        nonlocal events_run
-        events_run += 1
-        return "sent"
-
-    guard.probe = probe
+    with pytest.raises(DependencyDownError):  # closed: an ordinary failure, an attempt
+        guard.call(unreachable)
+    time.sleep(0.06)
+    # The probe: still unreachable -> CircuitBreakerError (held in place, no attempt used).
+    with pytest.raises(pybreaker.CircuitBreakerError):
+        guard.call(unreachable)
+    time.sleep(0.06)
+    # An error *answer* to the probe (scenario 5's HTTP 500) is the event's own failure.
     with pytest.raises(TransientError):
         guard.call(_fail)
-    for _ in range(3):  # due for a probe each time: the probe fails, the event never runs
-        time.sleep(0.06)
-        with pytest.raises(pybreaker.CircuitBreakerError):
-            guard.call(event)
-    assert events_run == 0 and guard.probes == 3 and guard.state == "open"
-    healthy = True
-    time.sleep(0.06)
-    assert guard.call(event) == "sent" and guard.state == "closed" and events_run == 1
+    assert guard.state == "open" and guard.probes == 2
 
 
 def test_probe_now_closes_the_breaker_without_any_traffic() -> None:
