@@ -329,30 +329,24 @@ class Listener:
     def _export_lag(self) -> None:
         """Lag per owned partition: its end offset minus the group's committed offset.
 
-        Both asked of the broker, not taken from the offset book: a consumer whose work is
-        stuck commits nothing new, and that is exactly when the lag must show (the P0 alert
-        QchemNothingProcessed needs it > 0). Not the cached watermarks either: a paused
-        partition is not fetched, so its cached end offset stops moving."""
-        owned = [TopicPartition(t, p) for t, p in self.book.owned()]
-        if not owned:
-            return
-        try:
-            committed = self.consumer.committed(owned, timeout=LAG_QUERY_TIMEOUT_S)
-        except KafkaException as exc:
-            self.log.warning("lag_query_failed", error=str(exc))
-            return
-        for tp in committed:
+        The committed offset is the one this listener last committed - the only committer of
+        a partition it owns - or, before its first commit, the group's as the broker said at
+        assignment; not the offset book's *moved* watermarks, which showed 0 for a consumer
+        stuck after its last commit (so QchemNothingProcessed could never fire). The end
+        offset is librdkafka's cached high watermark, updated by every fetch response: no
+        broker round trip on the poll thread (a broker that is down would block the loop),
+        at the price of an end offset as of the last fetch for a paused partition."""
+        for (topic, partition), committed in self.book.committed_positions().items():
             try:
                 low, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(tp.topic, tp.partition), timeout=LAG_QUERY_TIMEOUT_S
+                    TopicPartition(topic, partition), cached=True
                 )
             except KafkaException:
                 continue
-            if high < 0:
-                continue
-            # Nothing committed yet: the group starts from the beginning (earliest).
-            position = tp.offset if tp.offset >= 0 else low
-            metrics.CONSUMER_LAG.labels(self.event_type, tp.topic, str(tp.partition)).set(
+            position = committed if committed is not None and committed >= 0 else low
+            if high < 0 or position < 0:
+                continue  # nothing fetched yet: unknown, not 0
+            metrics.CONSUMER_LAG.labels(self.event_type, topic, str(partition)).set(
                 max(0, high - position)
             )
 
@@ -363,9 +357,20 @@ class Listener:
         # Assign explicitly before pausing: a partition must be assigned to be paused.
         self.consumer.incremental_assign(partitions)
         self.book.assign(tps)
+        self._learn_committed(partitions)
         self.pauses.assigned(tps)
         self.log.info("partitions_assigned", partitions=tps)
         self.assigned.set()
+
+    def _learn_committed(self, partitions: list[TopicPartition]) -> None:
+        """The group's committed offsets of newly assigned partitions, for the lag (one broker
+        round trip per rebalance; without it the lag waits for this listener's first commit)."""
+        try:
+            known = self.consumer.committed(partitions, timeout=LAG_QUERY_TIMEOUT_S)
+        except KafkaException as exc:
+            self.log.warning("committed_offsets_unknown", error=str(exc))
+            return
+        self.book.committed({(p.topic, p.partition): p.offset for p in known if p.offset >= 0})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]

@@ -110,6 +110,11 @@ class OffsetBook:
                 if tp in self._partitions:
                     self._partitions[tp].committed = offset
 
+    def committed_positions(self) -> dict[TopicPartitionKey, int | None]:
+        """The committed offset of every owned partition (None: nothing known yet)."""
+        with self._lock:
+            return {tp: p.committed for tp, p in self._partitions.items()}
+
     def wait_idle(self, partitions: Iterable[TopicPartitionKey], timeout: float) -> bool:
         """Block until the partitions have nothing in flight, or the timeout passes."""
         wanted = list(partitions)
