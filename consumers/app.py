@@ -156,6 +156,7 @@ class App:
             names=names,
             pipeline=pipeline,
             kafka_config=s.kafka_common_config(),
+            group_protocol=s.kafka_group_protocol,
             max_in_flight=s.max_in_flight,
             commit_interval_s=s.commit_interval_s,
             max_event_bytes=s.max_event_bytes,

@@ -22,6 +22,7 @@ from consumers.offsets import OffsetBook, TopicPartitionKey
 from consumers.pausing import PauseBook
 from consumers.processing import Pipeline
 from consumers.schema_wait import SchemaWait
+from consumers.settings import GroupProtocol
 from consumers.work import Work, now_ms
 from ops import metrics
 from retry_topics import headers as rh
@@ -45,16 +46,37 @@ LAG_EXPORT_S = 5.0
 LAG_QUERY_TIMEOUT_S = 2.0
 
 
-def consumer_config(common: dict[str, Any], group: str) -> dict[str, Any]:
+def group_protocol_config(protocol: GroupProtocol) -> dict[str, Any]:
+    """How the group shares partitions among instances.
+
+    "consumer" (KIP-848, Kafka 4.0+): the broker assigns, incrementally, with its `range`
+    assignor, which splits *each topic* evenly - so with three instances each holds a third
+    of the main topic and the same partitions of every retry tier. Session timeout and
+    heartbeat are then broker settings (group.consumer.session.timeout.ms; infra/kafka.sh).
+    "classic" (older brokers): cooperative-sticky, also incremental, but it balances each
+    member's total over main + retry tiers, so after a scale-up one instance may hold no
+    main-topic partition (README "Running at scale").
+    """
+    if protocol == "consumer":
+        return {"group.protocol": "consumer", "group.remote.assignor": "range"}
+    return {
+        "group.protocol": "classic",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+    }
+
+
+def consumer_config(
+    common: dict[str, Any], group: str, protocol: GroupProtocol = "consumer"
+) -> dict[str, Any]:
     return {
         **common,
+        **group_protocol_config(protocol),
         "group.id": group,
         "enable.auto.commit": False,  # offsets.py is the only committer
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 1_000,
         "max.poll.interval.ms": 300_000,
         # Bound librdkafka's prefetch so a backlog of millions does not become memory.
         "queued.max.messages.kbytes": 8_192,
@@ -70,6 +92,7 @@ class Listener:
         pipeline: Pipeline,
         kafka_config: dict[str, Any],
         max_in_flight: int,
+        group_protocol: GroupProtocol = "consumer",
         commit_interval_s: float,
         max_event_bytes: int,
         revoke_wait_s: float = 10.0,
@@ -81,7 +104,7 @@ class Listener:
         self.event_type = names.event_type
         self.pipeline = pipeline
         self.book: OffsetBook = pipeline.book
-        self.consumer = Consumer(consumer_config(kafka_config, names.group))
+        self.consumer = Consumer(consumer_config(kafka_config, names.group, group_protocol))
         self.pauses = PauseBook(self.consumer, self.event_type)
         self.max_in_flight = max_in_flight
         self.commit_interval_s = commit_interval_s

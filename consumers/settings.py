@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from consumers.urls import parse_url, redact_url
 from retry_topics.naming import TopicNames
 
+GroupProtocol = Literal["consumer", "classic"]
+
 __all__ = ["EVENT_TYPES", "ConfigError", "Settings", "load_settings", "redact_url"]
 
 EVENT_TYPES: tuple[str, ...] = ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
@@ -48,6 +50,9 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
+    # "consumer" (KIP-848, brokers 4.0+) splits each topic evenly between instances;
+    # "classic" for older brokers (consumers/listener.py group_protocol_config).
+    kafka_group_protocol: GroupProtocol = "consumer"
     topic_prefix: str = Field(default="qchem", pattern=r"^[A-Za-z0-9._-]{1,100}$")
     topic_partitions: int = Field(default=6, ge=1, le=1000)
     topic_replication_factor: int = Field(default=1, ge=1, le=10)

@@ -57,6 +57,13 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 share.coordinator.state.topic.num.partitions=3
 group.initial.rebalance.delay.ms=0
+# KIP-848 consumer groups (group.protocol=consumer): the broker owns session timeout and
+# heartbeat. Its defaults (45 s, 5 s) would leave a crashed instance's partitions unserved for
+# 45 s; production brokers should be tuned the same way (README "Running at scale").
+group.consumer.session.timeout.ms=10000
+group.consumer.min.session.timeout.ms=6000
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.heartbeat.interval.ms=1000
 log.retention.check.interval.ms=60000
 PROPS
   cat > "$HOME_DIR/log4j2.properties" <<'L4J'

@@ -36,6 +36,7 @@ def test_environment_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("RETRIES_PER_TYPE", "Email"),
         ("METRICS_PORT", "70000"),
         ("CHEMICAL_API_URL", "ftp://x"),
+        ("KAFKA_GROUP_PROTOCOL", "eager"),
     ],
 )
 def test_a_bad_value_names_its_variable(
