@@ -15,12 +15,14 @@ RUN python -m venv /opt/qchem-events
 # The dependencies ship as manylinux wheels (confluent-kafka bundles librdkafka,
 # psycopg2-binary bundles libpq), so no compiler or -dev packages are needed here.
 COPY pyproject.toml README.md ./
+COPY common/ common/
 COPY consumers/ consumers/
 COPY schemas/ schemas/
 COPY retry_topics/ retry_topics/
 COPY storage/ storage/
 COPY ops/ ops/
-RUN /opt/qchem-events/bin/pip install --no-compile . \
+# With the [otel] extra: tracing stays off until OTEL_TRACES_EXPORTER names an exporter.
+RUN /opt/qchem-events/bin/pip install --no-compile '.[otel]' \
     && /opt/qchem-events/bin/python -m compileall -q /opt/qchem-events/lib
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime

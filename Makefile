@@ -19,7 +19,7 @@ help:  ## list the targets
 $(BIN)/qchem-events: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,otel]'
 	@touch $@
 
 setup: $(BIN)/qchem-events  ## create the virtualenv and install the project (+ dev tools)

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError
 
+from common import tracing
 from consumers.breakers import DependencyGuard
 from consumers.dispatch import KeyedDispatcher
 from consumers.handlers.base import Handler, nothing_outside_the_database
@@ -115,6 +116,7 @@ class Pipeline:
     # -- poll thread ------------------------------------------------------------------------
 
     def accept(self, work: Work) -> None:
+        work.span = tracing.consume_span(work, self.group)
         self.book.track(work.tp, work.offset)
         self._in_flight.inc()
         if self.inline:
@@ -126,10 +128,15 @@ class Pipeline:
     # -- worker threads ---------------------------------------------------------------------
 
     def run(self, work: Work) -> None:
+        with tracing.active(work.span):  # the event's log lines carry its trace
+            self._run(work)
+
+    def _run(self, work: Work) -> None:
         if work.held and not self.book.owns(work.tp):
             # Held through an outage, and its partition moved to another consumer meanwhile:
             # the new owner processes it (dedup keeps that to one effect). Let it go.
             self.log.info("held_event_abandoned", **work.log_fields())
+            tracing.end(work.span, "abandoned")
             self._in_flight.dec()
             self._release_lane(work)
             return
@@ -263,6 +270,7 @@ class Pipeline:
         self.finish(work, outcome)
 
     def fail(self, work: Work, error: BaseException) -> None:
+        tracing.record_error(work.span, error)
         kind = classify(error)
         decision = decide(
             kind, work.attempt, self.policy, now_ms=now_ms(), rng=self.rng, held_times=work.held
@@ -396,14 +404,15 @@ class Pipeline:
 
         def send() -> None:
             try:
-                self.producer.produce(
-                    topic,
-                    key=work.key,
-                    value=work.value,
-                    headers=headers,
-                    on_delivery=delivered,
-                    on_position=lambda *at: position.append(at),
-                )
+                with tracing.hop(headers, topic, work.span):  # replaces the traceparent
+                    self.producer.produce(
+                        topic,
+                        key=work.key,
+                        value=work.value,
+                        headers=headers,
+                        on_delivery=delivered,
+                        on_position=lambda *at: position.append(at),
+                    )
             except Exception as exc:  # refused at once (queue full, too large): same as above
                 not_routed(exc)
 
@@ -461,6 +470,7 @@ class Pipeline:
         self._last_processed.set_to_current_time()
         if outcome in ("success", "duplicate"):
             self.log.debug("event_processed", outcome=outcome, **work.log_fields())
+        tracing.end(work.span, outcome)
         self.book.mark_done(work.tp, work.offset)
         self._release_lane(work)
 

@@ -7,6 +7,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import tracing
 from retry_topics import headers as rh
 from schemas.events import Event
 
@@ -43,6 +44,7 @@ class Work:
     # Framed Avro whose writer schema the registry could not give yet (consumers/schema_wait.py).
     schema_pending: bool = False
     started: float = field(default_factory=time.monotonic)
+    span: Any = None  # its processing's consumer span while tracing is on (common/tracing.py)
 
     @property
     def lane(self) -> Hashable:
@@ -55,10 +57,13 @@ class Work:
         return (self.topic, self.partition)
 
     def log_fields(self) -> dict[str, Any]:
-        return {
+        fields = {
             "event_id": self.event.event_id if self.event else None,
             "topic": self.topic,
             "partition": self.partition,
             "offset": self.offset,
             "attempt": self.attempt,
         }
+        if self.span is not None:  # also on the writer and delivery threads
+            fields.update(tracing.log_ids(self.span))
+        return fields

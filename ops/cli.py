@@ -88,6 +88,16 @@ def settings() -> Settings:
         fail(f"configuration error: {exc}", 2)
 
 
+def start_tracing() -> None:
+    """OpenTelemetry as the OTEL_* variables say (README "Tracing"; off by default)."""
+    from common import tracing
+
+    try:
+        tracing.configure_from_env()
+    except tracing.TracingConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
+
+
 def emit(data: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
@@ -104,6 +114,7 @@ def run() -> None:
 
     s = settings()
     configure(s.log_level, s.log_format, s.log_redact_fields)
+    start_tracing()
     application = App(s)
     application.bind()  # a taken metrics port fails before Kafka or PostgreSQL is touched
     create_topics(s)

@@ -299,9 +299,10 @@ def replay(
     Example: qchem-events dlq replay --type Email --error-class DependencyDownError --dry-run
     """
     from ops import dlq_service
-    from ops.cli import emit, settings
+    from ops.cli import emit, settings, start_tracing
     from ops.dlq_replay import who
 
+    start_tracing()  # the replay hops continue each dead letter's trace
     with _errors():
         body = {
             "type": event_type,

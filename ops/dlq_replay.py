@@ -29,6 +29,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
+from common import tracing
 from consumers.settings import Settings
 from ops.dlq import (
     DlqProblem,
@@ -288,19 +289,21 @@ def _produce(
     def delivered(err: KafkaError | None, _msg: Message) -> None:
         reports[n] = err
 
-    while True:
-        try:
-            producer.produce(
-                topic,
-                key=record.key,
-                value=record.value,
-                headers=headers,  # type: ignore[arg-type]
-                on_delivery=delivered,
-            )
-            producer.poll(0)
-            return
-        except BufferError:  # local queue full: let delivery reports drain it
-            producer.poll(0.1)
+    # The replay hop's span, child of the dead letter's trace; it replaces the traceparent.
+    with tracing.hop(headers, topic):
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=headers,  # type: ignore[arg-type]
+                    on_delivery=delivered,
+                )
+                producer.poll(0)
+                return
+            except BufferError:  # local queue full: let delivery reports drain it
+                producer.poll(0.1)
 
 
 def _mark_replayed(engine: Engine, records: list[DlqRecord], replay_id: uuid.UUID) -> None:

@@ -1,7 +1,8 @@
 """Structured JSON logs (structlog), with secrets and listed fields redacted.
 
 Each line about an event carries event_id, event_type, topic, partition, offset and attempt
-(bound in consumers/processing.py). Passwords in URLs are masked wherever they appear in a
+(bound in consumers/processing.py), and trace_id and span_id while tracing is on
+(common/tracing.py). Passwords in URLs are masked wherever they appear in a
 value, and any field named in LOG_REDACT_FIELDS is replaced, at any depth.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from common.tracing import add_trace_ids
 from consumers.urls import REDACTED, mask_url_passwords
 
 
@@ -59,6 +61,7 @@ def configure(level: str = "INFO", fmt: str = "json", redact: Iterable[str] = ()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_trace_ids,  # trace_id, span_id of the current span (tracing on only)
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -20,6 +20,7 @@ import structlog
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import Engine
 
+from common import tracing
 from consumers.breakers import Breakers
 from consumers.handlers import HANDLER_TYPES
 from consumers.settings import Settings
@@ -120,13 +121,15 @@ class DlqMonitor:
                     continue
                 headers = rh.message_headers(message) or []
                 if rh.as_dict(headers).get(rh.FAILURE_KIND) in REDRIVABLE_KINDS:
-                    self.producer.produce(
-                        names.main,
-                        key=message.key(),
-                        value=message.value(),
-                        headers=rh.redrive_headers(headers, replay_id=redrive_id, key=key),
-                        on_delivery=lambda err: failed.append(str(err)) if err else None,
-                    )
+                    copy = rh.redrive_headers(headers, replay_id=redrive_id, key=key)
+                    with tracing.hop(copy, names.main):  # a replay hop of the event's trace
+                        self.producer.produce(
+                            names.main,
+                            key=message.key(),
+                            value=message.value(),
+                            headers=copy,
+                            on_delivery=lambda err: failed.append(str(err)) if err else None,
+                        )
                     sent += 1
                     positions.append((names.dlq, partition, offset))
                 next_offsets[partition] = offset + 1

@@ -21,12 +21,13 @@ def admin() -> None:
 
     from ops.admin.config import AdminConfigError, load_admin_settings
     from ops.admin.run import AdminServer
-    from ops.cli import fail, settings
+    from ops.cli import fail, settings, start_tracing
     from ops.logging import configure
     from storage.dlq_index import dlq_entries
 
     s = settings()
     configure(s.log_level, s.log_format, s.log_redact_fields)
+    start_tracing()  # replay jobs continue each dead letter's trace
     try:
         config = load_admin_settings()
     except AdminConfigError as exc:
