@@ -18,7 +18,12 @@ from typing import Final
 # separators that some readers treat as line ends. A terminal acts on ESC/CSI sequences (clear
 # the screen, set the window title, hide text); a mail header or report line ends at CR/LF.
 CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_LAYOUT: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidirectional embeddings, overrides and isolates ("Trojan Source", CVE-2021-42574): they
+# reorder what a terminal or a report viewer shows, so shown text is not what was sent. Escaped
+# wherever text is shown to a person; not refused in events (right-to-left names are text).
+_BIDI: Final = "\u202a-\u202e\u2066-\u2069"
+_SHOWN_ESCAPED: Final = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
+_SHOWN_ESCAPED_BUT_LAYOUT: Final = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]")
 # An RFC 2047 encoded word, broadly: anything a lenient decoder might decode. A strict
 # pattern would let through the near-misses some mail readers still decode.
 ENCODED_WORD: Final = re.compile(r"=\?.*\?=", re.DOTALL)
@@ -43,9 +48,10 @@ def escape_controls(text: str, keep_layout: bool = False) -> str:
     The same spelling as the logs' `backslashreplace` for undecodable bytes, so one escaped
     record reads the same everywhere. `keep_layout` leaves newlines and tabs alone, for
     multi-line blocks (a payload, a stack trace) shown as such; CR is still escaped, as it
-    lets a line overwrite what came before it on a terminal.
+    lets a line overwrite what came before it on a terminal. Bidirectional controls are
+    escaped too.
     """
-    pattern = _CONTROL_BUT_LAYOUT if keep_layout else CONTROL
+    pattern = _SHOWN_ESCAPED_BUT_LAYOUT if keep_layout else _SHOWN_ESCAPED
     return pattern.sub(_escape_one, text) if pattern.search(text) else text
 
 

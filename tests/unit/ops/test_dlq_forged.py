@@ -77,3 +77,22 @@ def test_terminal_control_sequences_are_escaped_in_human_output() -> None:
 def test_json_output_escapes_them_too() -> None:
     dumped = json.dumps(record_to_json(terminal_record()))
     assert not CONTROL.search(dumped)
+
+
+# "Trojan Source" (CVE-2021-42574): bidirectional overrides and isolates reorder what a
+# terminal shows, so a forged error text can read as something else ("approved" written
+# backwards after U+202E shows as "devorppa").
+BIDI = "\u202eedoc\u202c \u2066isolated\u2069 \u202aembed\u202c"
+
+
+def test_bidirectional_controls_are_escaped_in_human_output() -> None:
+    raw = BIDI.encode()
+    record = dlq_record(
+        4, key=raw, value=raw, headers=[*dlq_headers(error_class="Boom" + BIDI), ("x-b", raw)]
+    )
+    row = {**summarize("Email", "qchem.email.dlq", [record], []), "hidden_by_purge": 0}
+    for text in (render_list([(record, None)]), render_record(record, None)):
+        assert not any(c in text for c in "\u202a\u202c\u202e\u2066\u2069"), text
+        assert "\\u202e" in text
+    summary = render_summary([row], 1)
+    assert "\u202e" not in summary
