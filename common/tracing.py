@@ -50,7 +50,7 @@ TRACE_HEADERS = frozenset({TRACEPARENT, TRACESTATE})
 MAX_VALUE_BYTES = 512  # a traceparent is 55; a longer tracestate is dropped, not parsed
 SERVICE_NAME = "qchem-events"
 # Outcomes (consumers/processing.py `finish`) that mark the consumer span as an error.
-FAILED_OUTCOMES = frozenset({"retried", "dlq", "invalid"})
+FAILED_OUTCOMES = frozenset({"retried", "dlq", "invalid", "crashed"})
 
 Headers = list[tuple[str, bytes]]
 HeaderPairs = Sequence[tuple[str, bytes | str | None]]

@@ -129,7 +129,15 @@ class Pipeline:
 
     def run(self, work: Work) -> None:
         with tracing.active(work.span):  # the event's log lines carry its trace
-            self._run(work)
+            try:
+                self._run(work)
+            except BaseException as exc:
+                # A bug, reported as worker_job_crashed: end the span so the trace shows
+                # where the event stopped, and say which event it was.
+                self.log.error("event_job_crashed", error=repr(exc), **work.log_fields())
+                tracing.record_error(work.span, exc)
+                tracing.end(work.span, "crashed")
+                raise
 
     def _run(self, work: Work) -> None:
         if work.held and not self.book.owns(work.tp):

@@ -284,3 +284,24 @@ def test_log_lines_carry_the_ids_of_the_current_span(spans: InMemorySpanExporter
         assert tracing.add_trace_ids(None, "info", {"event": "e"}) == {"event": "e", **ids}
     assert record.log_fields() | ids == record.log_fields()  # off the span's thread too
     tracing.end(record.span, "success")
+
+
+def test_a_crashed_event_job_ends_its_span_with_the_error(spans: InMemorySpanExporter) -> None:
+    from types import SimpleNamespace
+
+    import structlog
+
+    from consumers.processing import Pipeline
+
+    def crash(_work: Work) -> None:
+        raise RuntimeError("bug in a handler")
+
+    record = work([("traceparent", TRACEPARENT)])
+    record.span = tracing.consume_span(record, "g")
+    stub = SimpleNamespace(_run=crash, log=structlog.get_logger())
+    with pytest.raises(RuntimeError):
+        Pipeline.run(stub, record)  # type: ignore[arg-type]
+    (done,) = spans.get_finished_spans()
+    assert done.attributes is not None and done.attributes["qchem.outcome"] == "crashed"
+    assert done.status.status_code is trace.StatusCode.ERROR
+    assert [e.name for e in done.events] == ["exception"]
