@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from werkzeug.routing import Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
@@ -19,6 +20,7 @@ from werkzeug.wrappers import Request, Response
 from ops import dlq_jobs, dlq_service
 from ops.admin import health as admin_health
 from ops.dlq_query import STATUSES, Query
+from schemas.safe_text import escape_controls
 
 if TYPE_CHECKING:
     from ops.admin.server import AdminApp
@@ -36,9 +38,21 @@ RULES = [
 ]
 FORM_FIELDS = ("type", "error_class", "since", "until", "target", "max_replays", "rate")
 
+
+def _shown(value: object) -> object:
+    """Every `{{ value }}` of a page: terminal and bidirectional controls escaped as in the
+    CLI (schemas/safe_text.py) - HTML escaping alone lets a forged error text with U+202E
+    show reordered where an operator approves or rejects it. Layout (newlines) is kept.
+    Markup (a macro's output) is left alone: its own expressions went through here."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return escape_controls(value, keep_layout=True)
+    return value
+
+
 _env = Environment(
     loader=PackageLoader("ops.admin", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
+    finalize=_shown,
     trim_blocks=True,
     lstrip_blocks=True,
 )
