@@ -34,7 +34,20 @@ from schemas.samples import sample_events
 from tests.support.services import ROOT
 
 SCALE = float(os.environ.get("QCHEM_SOAK_SCALE", "1") or "1")
-KAFKA_PIDFILE = ROOT / ".local" / "kafka" / "kafka.pid"
+# infra/kafka.sh's broker: its home (QCHEM_KAFKA_HOME), the pid `kafka.sh kill` signals.
+KAFKA_HOME = Path(os.environ.get("QCHEM_KAFKA_HOME") or ROOT / ".local" / "kafka")
+KAFKA_PIDFILE = KAFKA_HOME / "kafka.pid"
+
+
+def local_broker_answers_on(bootstrap: str) -> bool:
+    """Whether `bootstrap` is the broker `infra/kafka.sh kill` would kill: the one started from
+    KAFKA_HOME (running, and configured to listen there) - never another one on the machine."""
+    config = KAFKA_HOME / "server.properties"
+    return (
+        KAFKA_PIDFILE.exists()
+        and config.exists()
+        and f"listeners=PLAINTEXT://{bootstrap}," in config.read_text()
+    )
 
 
 def soak_timeout(base_s: float = 300) -> int:

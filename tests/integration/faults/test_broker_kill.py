@@ -6,7 +6,6 @@ waits for the broker to answer again before it asserts anything, and leaves it r
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -23,6 +22,7 @@ from tests.support.faults import (
     event_records,
     infra,
     interleave,
+    local_broker_answers_on,
     soak_timeout,
     tagged_events,
     wait_kafka,
@@ -40,9 +40,7 @@ def test_broker_sigkill_and_restart_mid_run(
 ) -> None:
     settings = handler_settings.model_copy(update={"event_types": ("ChemicalStatus", "Email")})
     bootstrap = settings.kafka_bootstrap_servers
-    # infra/kafka.sh's broker: 9092, or QCHEM_KAFKA_PORT when a second one runs beside it.
-    local = f"127.0.0.1:{os.environ.get('QCHEM_KAFKA_PORT', '9092')}"
-    assert bootstrap == local and KAFKA_PIDFILE.exists(), (
+    assert local_broker_answers_on(bootstrap), (
         "this test SIGKILLs the local broker of infra/kafka.sh; "
         f"KAFKA_BOOTSTRAP_SERVERS={bootstrap} is not it (pid file {KAFKA_PIDFILE})"
     )
