@@ -240,4 +240,4 @@ class App:
         log.warning("breaker_state_changed", dependency=name, state=state)
 
     def ready(self) -> bool:
-        return bool(self.listeners) and all(lst.assigned.is_set() for lst in self.listeners)
+        return bool(self.listeners) and all(lst.joined() for lst in self.listeners)

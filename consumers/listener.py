@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from consumers.offsets import OffsetBook, TopicPartitionKey
 from consumers.pausing import PauseBook
@@ -125,6 +126,10 @@ class Listener:
         self._last_commit = time.monotonic()
         self._last_lag = 0.0
         self.assigned = threading.Event()  # set once partitions are first assigned (tests)
+        self._kafka_config = kafka_config
+        self._listed_by_broker = False  # joined the group, perhaps with no partitions
+        # Read on the poll thread: memberid() from another thread blocks while consume() runs.
+        self._member_id: str | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -139,6 +144,8 @@ class Listener:
         try:
             while not self.stopping.is_set():
                 self.last_turn = time.monotonic()
+                if self._member_id is None:  # KIP-848: known at once; classic: once joined
+                    self._member_id = self.consumer.memberid()
                 for message in self._fetch():
                     self._take(message)
                 self._flow_control()
@@ -372,6 +379,27 @@ class Listener:
             metrics.CONSUMER_LAG.labels(self.event_type, topic, str(partition)).set(
                 max(0, high - position)
             )
+
+    # -- readiness (asked from the HTTP thread) ----------------------------------------------
+
+    def joined(self) -> bool:
+        """Whether this listener is a member of its group: it was given partitions, or the
+        broker lists it. With KIP-848 a member given no partitions (more instances than
+        partitions) gets no rebalance callback at all, so only the broker can tell."""
+        if self.assigned.is_set() or self._listed_by_broker:
+            return True
+        me = self._member_id
+        if me is None:
+            return False
+        try:
+            admin = AdminClient(self._kafka_config)
+            (future,) = admin.describe_consumer_groups([self.names.group]).values()
+            members = future.result(timeout=LAG_QUERY_TIMEOUT_S).members
+        except (KafkaException, TimeoutError) as exc:
+            self.log.info("group_membership_unknown", error=str(exc))
+            return False
+        self._listed_by_broker = any(m.member_id == me for m in members)
+        return self._listed_by_broker
 
     # -- rebalance callbacks (run inside consume(), on this thread) ---------------------------
 

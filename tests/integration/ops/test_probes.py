@@ -28,10 +28,11 @@ from consumers.app import App
 from consumers.handlers.report import ReportHandler
 from consumers.listener import consumer_config
 from consumers.settings import Settings
+from schemas.codec import encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import running_app
-from tests.support.kafka import produce_events, wait_for
+from tests.support.kafka import producer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +52,11 @@ class GatedReportHandler(ReportHandler):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.entered = threading.Event()
+        self.entered: set[str] = set()  # event ids at the gate
         self.gate = threading.Event()
 
     def perform(self, event: Event) -> Any:
-        self.entered.set()
+        self.entered.add(event.event_id)
         self.gate.wait(timeout=120)  # never for ever, whatever the test does
         return None
 
@@ -84,24 +85,33 @@ def group_member(settings: Settings, topics: list[str]) -> Iterator[Consumer]:
         consumer.close()
 
 
+def one_event_per_partition(settings: Settings, topic: str) -> None:
+    p = producer(settings.kafka_bootstrap_servers)
+    for partition, event in enumerate(sample_events("Report", 2)):
+        p.produce(topic, partition=partition, key=event.key.encode(), value=encode_json(event))
+    assert p.flush(30) == 0
+
+
 def test_healthz_fails_while_a_rebalance_is_stuck_then_recovers(
     settings: Settings, db_engine: Engine
 ) -> None:
-    # One partition per topic: the main topic and the three retry tiers are one partition
-    # each, so a member subscribed to the main topic only can only be given main-0.
+    # Two partitions per topic, an event held at the gate on each main partition: a member
+    # subscribed to the main topic only is given one of them (the range assignor splits the
+    # topic; which one depends on the member ids), and whichever it is has an event in flight.
+    # (With one partition the assignor could as well leave it where it was: no revoke.)
     settings = settings.model_copy(
-        update={"event_types": ("Report",), "topic_partitions": 1, "liveness_loop_ttl_s": 2.0}
+        update={"event_types": ("Report",), "topic_partitions": 2, "liveness_loop_ttl_s": 2.0}
     )
     handler = GatedReportHandler(settings)
     names = settings.topics("Report")
     with running_app(settings, handlers={"Report": handler}) as app:
         assert probe(app, "/healthz") == (200, {"alive": True})
-        produce_events(settings.kafka_bootstrap_servers, names.main, sample_events("Report", 1))
-        assert handler.entered.wait(30), "the event reached the handler"
+        one_event_per_partition(settings, names.main)
+        wait_for(lambda: len(handler.entered) == 2, timeout=30, message="both events gated")
         try:
             with group_member(settings, [names.main]):
-                # The listener's revoke of main-0 waits (up to 10 s) for the gated event,
-                # inside consume(), on the poll thread.
+                # The listener's revoke of a main partition waits (up to 10 s) for its gated
+                # event, inside consume(), on the poll thread.
                 _status, body = wait_for(
                     lambda: (r := probe(app, "/healthz"))[0] == 503 and r,
                     timeout=9,
