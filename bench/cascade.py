@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from bench import common as c
-from consumers.settings import Settings, load_settings
+from common.settings import Settings, load_settings
 from ops.logging import configure
 from ops.scenarios import SCENARIOS
 from ops.scenarios import chemical_cascade as cc

@@ -25,9 +25,9 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings, load_settings, redact_url
+from common.settings import Settings, load_settings, redact_url
 from ops.topics import create_topics
-from retry_topics.naming import TopicNames
+from retry_topics.naming import TopicNames, topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 
@@ -69,7 +69,7 @@ def bench_settings(bootstrap: str, database_url: str, prefix: str) -> Settings:
 
 
 def names_of(settings: Settings) -> TopicNames:
-    return settings.topics(EVENT_TYPE)
+    return topic_names(settings, EVENT_TYPE)
 
 
 def prepare_topics(settings: Settings) -> list[str]:
@@ -393,7 +393,7 @@ def run_app_backlog(
     """
     from prometheus_client import REGISTRY
 
-    from consumers.app import App  # the bench helpers above must not need the whole app
+    from ops.app import App  # the bench helpers above must not need the whole app
 
     labels = {"event_type": EVENT_TYPE, "outcome": "success"}
     before = REGISTRY.get_sample_value("qchem_events_processed_total", labels) or 0.0

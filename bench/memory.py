@@ -8,7 +8,7 @@ to a fresh prefix before any consumer starts. Each consumer then runs as a CHILD
 its RSS is its own: /proc/<pid>/status VmRSS is sampled every 0.2 s, and the child prints its
 VmHWM (the kernel's peak RSS) as it exits.
 
-* app-idle  - the application (consumers.app.App, every thread, the pool, the HTTP server)
+* app-idle  - the application (ops.app.App, every thread, the pool, the HTTP server)
               on an empty topic of its own prefix: what it costs to exist (baseline).
 * raw       - a bare confluent-kafka consume(500) + json.loads loop with librdkafka's default
               prefetch, draining the same backlog (baseline: the client's own memory).
@@ -47,8 +47,8 @@ SAMPLE_S = 0.2
 APP_CHILD = """
 import json
 from typing import Any, ClassVar
-from consumers.app import App
-from consumers.settings import load_settings
+from ops.app import App
+from common.settings import load_settings
 from ops.logging import configure
 
 class NoopHandler:

@@ -14,7 +14,7 @@
                   done = right after decode. The lowest latency confluent-kafka offers.
    * raw-batch  - Consumer.consume(500, timeout=0.1) + decode: the batch call the app's poll
                   loop uses, which waits for 500 records OR the timeout - for reference.
-   * app        - consumers.app.App with a no-op handler; done = its event record is COMMITTED
+   * app        - ops.app.App with a no-op handler; done = its event record is COMMITTED
                   (visible to another connection). The child process polls event_records
                   every --db-poll-ms; a record first seen by the query started at t_k and
                   absent from the one started at t_k-1 committed between the two: its time is
@@ -245,7 +245,7 @@ def run_app(
         "poll_s": args.db_poll_ms / 1000,
         "stall_s": args.stall_timeout,
     }
-    from consumers.app import App
+    from ops.app import App
 
     app = App(settings, handlers={c.EVENT_TYPE: NoopHandler()})
     try:

@@ -38,9 +38,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
-from consumers.app import App
-from consumers.handlers.base import TransientError
-from consumers.settings import Settings
+from common.errors import TransientError
+from common.settings import Settings
+from ops.app import App
 from ops.logging import configure
 from retry_topics import headers as rh
 from retry_topics.naming import tier_delays_ms

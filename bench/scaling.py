@@ -9,7 +9,7 @@ Variants (rounds interleaved, the order rotated each round, so noise hits all of
                   that polls ONE record, decodes it (schemas.codec.decode), sleeps 20 ms and
                   commits that record's offset synchronously before polling the next.
                   Ideal: 1 / 20 ms = 50 events/s.
-* app-cN        - consumers.app.App at CONCURRENCY=N with a Report handler whose `perform`
+* app-cN        - ops.app.App at CONCURRENCY=N with a Report handler whose `perform`
                   sleeps 20 ms (`dependency = None`: no breaker, no pre-check) and whose
                   `apply` does nothing; dedup rows, event records and offset commits as in
                   production. Ideal: N / 20 ms events/s.

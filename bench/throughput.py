@@ -7,7 +7,7 @@ Variants (rounds interleaved, the order rotated each round, so noise hits all of
 
 * raw-json   - Consumer.consume(500) + json.loads of each value: Python's physical limit here
 * raw-decode - the same loop + schemas.codec.decode (our validation), for reference
-* app-cN     - consumers.app.App at CONCURRENCY=N with a no-op Report handler: the framework,
+* app-cN     - ops.app.App at CONCURRENCY=N with a no-op Report handler: the framework,
                validation, dedup rows + event records in PostgreSQL (group commit) and offset
                commits. Timed from partition assignment to the last event record written
                (max(updated_at) of the group's records); the time until the committed offsets
@@ -37,9 +37,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
 from bench import faststream_job as fs
-from consumers.app import App
+from common.settings import Settings
 from consumers.handlers.base import nothing_outside_the_database
-from consumers.settings import Settings
+from ops.app import App
 from schemas.codec import decode
 from schemas.events import Event
 
@@ -50,7 +50,7 @@ BASELINE = "raw-json"
 DESCRIPTIONS = {
     "raw-json": "raw consume(500) loop + json.loads",
     "raw-decode": "raw consume(500) loop + schemas.codec.decode",
-    "app": "consumers.app.App, no-op handler, CONCURRENCY={n}",
+    "app": "ops.app.App, no-op handler, CONCURRENCY={n}",
     **fs.DESCRIPTIONS,
 }
 POLL_S = 0.2

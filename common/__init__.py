@@ -1,7 +1,8 @@
-"""The leaf package every layer may import (consumers, retry_topics, storage, ops, schemas).
+"""What every layer may import: settings, the error types, the telemetry interfaces.
 
-It imports only the standard library and optional third-party extras, never another package
-of this repository, so that importing it can never create a cycle. Today it holds the
-telemetry interface (`common.tracing`); the settings and the error types shared by the
-layers will move here later.
+The leaf of the layers (pyproject.toml, [tool.importlinter]): it imports only the standard
+library and third-party libraries, never another package of this repository, so ops,
+consumers, retry_topics, storage and schemas can all depend on it without pointing an import
+upwards or making a cycle. `settings.py`, `errors.py`, `telemetry.py` (what the runtime
+reports, for metrics) and `tracing.py` (OpenTelemetry spans across the Kafka hops).
 """

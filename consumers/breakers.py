@@ -14,7 +14,7 @@ serialise every email of every worker behind one SMTP conversation. Instead:
 * with no traffic at all nothing would ever call: `probe_now` runs the dependency's own
   health check (`probe`: an SMTP NOOP, a look-up of a made-up chemical id), so the DLQ
   monitor tests the dependency on its own interval and dead letters are redriven after an
-  outage even when no new event arrives (retry_topics/dlq_monitor.py);
+  outage even when no new event arrives (consumers/dlq_monitor.py);
 * the call runs outside any lock;
 * its outcome is then fed to pybreaker (`call` of a function that returns or re-raises the
   captured outcome) so pybreaker does the counting and the transitions.
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 
-from consumers.handlers.base import DependencyDownError, PermanentError
+from common.errors import DependencyDownError, PermanentError
 
 T = TypeVar("T")
 

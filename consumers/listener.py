@@ -12,20 +12,19 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from contextlib import suppress
 from typing import Any, cast
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from common.settings import GroupProtocol
+from common.telemetry import NULL_EVENT_TELEMETRY, EventTelemetry
 from consumers.offsets import OffsetBook, TopicPartitionKey
 from consumers.pausing import PauseBook
 from consumers.processing import Pipeline
 from consumers.schema_wait import SchemaWait
-from consumers.settings import GroupProtocol
 from consumers.work import Work, now_ms
-from ops import metrics
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from schemas.codec import InvalidEvent, decode
@@ -100,13 +99,15 @@ class Listener:
         shutdown_timeout_s: float = 30.0,
         writer_schemas: WriterSchemas | None = None,
         replay_key: bytes | None = None,
+        telemetry: EventTelemetry = NULL_EVENT_TELEMETRY,
     ) -> None:
         self.names = names
         self.event_type = names.event_type
         self.pipeline = pipeline
         self.book: OffsetBook = pipeline.book
         self.consumer = Consumer(consumer_config(kafka_config, names.group, group_protocol))
-        self.pauses = PauseBook(self.consumer, self.event_type)
+        self.telemetry = telemetry
+        self.pauses = PauseBook(self.consumer, telemetry)
         self.max_in_flight = max_in_flight
         self.commit_interval_s = commit_interval_s
         self.max_event_bytes = max_event_bytes
@@ -117,7 +118,7 @@ class Listener:
         # Retry records fetched before their due time, per partition, in offset order.
         self.not_due: dict[TopicPartitionKey, deque[Work]] = {}
         self.writer_schemas = writer_schemas  # None: SCHEMA_REGISTRY_URL not set
-        self.schema_wait = SchemaWait(self.pauses, self.event_type)
+        self.schema_wait = SchemaWait(self.pauses, self.event_type, telemetry)
         self.stopping = threading.Event()
         # When the poll loop last turned (time.monotonic()): /healthz sees a hung loop or a
         # stuck rebalance by its age (ops/health.py), not only a dead thread.
@@ -301,7 +302,7 @@ class Listener:
                 )
                 return  # processed as the fresh event it is
             work.origin = origin
-            metrics.REPLAYS.labels(self.event_type).inc()
+            self.telemetry.replayed()
             values = rh.as_dict(headers)
             try:
                 work.replay_count = min(int(values.get(rh.REPLAY_COUNT, b"0")), 1_000_000)
@@ -376,9 +377,7 @@ class Listener:
             position = committed if committed is not None and committed >= 0 else low
             if high < 0 or position < 0:
                 continue  # nothing fetched yet: unknown, not 0
-            metrics.CONSUMER_LAG.labels(self.event_type, topic, str(partition)).set(
-                max(0, high - position)
-            )
+            self.telemetry.lag(topic, partition, max(0, high - position))
 
     # -- readiness (asked from the HTTP thread) ----------------------------------------------
 
@@ -442,8 +441,7 @@ class Listener:
         for tp in tps:
             self.not_due.pop(tp, None)
             # A partition we no longer own must not keep showing its old lag.
-            with suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(self.event_type, tp[0], str(tp[1]))
+            self.telemetry.lag_gone(tp[0], tp[1])
 
     def _shutdown(self) -> None:
         """Stop fetching, finish in-flight work within the deadline, commit, close."""

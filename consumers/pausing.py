@@ -13,17 +13,17 @@ from collections.abc import Iterable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from common.telemetry import EventTelemetry
 from consumers.offsets import TopicPartitionKey
-from ops import metrics
 
 # Reasons that apply to every partition the listener owns, including ones assigned later.
 LISTENER_WIDE = {"backpressure", "breaker", "database", "shutdown"}
 
 
 class PauseBook:
-    def __init__(self, consumer: Consumer, event_type: str) -> None:
+    def __init__(self, consumer: Consumer, telemetry: EventTelemetry) -> None:
         self._consumer = consumer
-        self._event_type = event_type
+        self._telemetry = telemetry
         self._reasons: dict[TopicPartitionKey, set[str]] = {}
         self._wide: set[str] = set()
 
@@ -83,4 +83,4 @@ class PauseBook:
             for reason in reasons:
                 counts[reason] = counts.get(reason, 0) + 1
         for reason in ("backpressure", "due", "breaker", "database", "shutdown"):
-            metrics.PAUSED_PARTITIONS.labels(self._event_type, reason).set(counts.get(reason, 0))
+            self._telemetry.paused(reason, counts.get(reason, 0))

@@ -29,16 +29,16 @@ import structlog
 from confluent_kafka import KafkaError
 
 from common import tracing
+from common.redaction import redact_payload
+from common.telemetry import NULL_EVENT_TELEMETRY, EventTelemetry
 from consumers.breakers import DependencyGuard
 from consumers.dispatch import KeyedDispatcher
 from consumers.handlers.base import Handler, nothing_outside_the_database
 from consumers.offsets import OffsetBook
 from consumers.timers import Timers
 from consumers.work import NOT_PERFORMED, Work, now_ms
-from ops import metrics
-from ops.dlq_query import pipeline_entry
-from ops.logging import redact_payload
 from retry_topics import headers as rh
+from retry_topics.dlq_record import pipeline_entry
 from retry_topics.naming import TopicNames
 from retry_topics.policy import (
     DeadLetter,
@@ -81,6 +81,7 @@ class Pipeline:
         payload_log_bytes: int = 2048,
         redact_fields: tuple[str, ...] = ("password", "token", "secret"),
         rng: random.Random | None = None,
+        telemetry: EventTelemetry = NULL_EVENT_TELEMETRY,
     ) -> None:
         self.event_type = event_type
         self.names = names
@@ -100,16 +101,9 @@ class Pipeline:
         # Monotonic time of the last "database unavailable" failure, None once a write
         # succeeded again: the listener stops fetching meanwhile (nothing could be recorded).
         self.database_down_since: float | None = None
-        metrics.initialise(event_type)
-        # Label lookups take a lock each: bind the per-event children once, off the hot path.
-        self._in_flight = metrics.IN_FLIGHT.labels(event_type)
-        self._processed = {o: metrics.PROCESSED.labels(event_type, o) for o in metrics.OUTCOMES}
-        self._succeeded_on = {
-            a: metrics.SUCCESS_ATTEMPT.labels(event_type, str(a)) for a in (1, 2, 3, 4)
-        }
-        self._seconds = metrics.PROCESSING_SECONDS.labels(event_type)
-        self._last_processed = metrics.LAST_PROCESSED.labels(event_type)
-        self._held_database = metrics.HELD.labels(event_type, FailureKind.DATABASE_DOWN.value)
+        # Reported through the interface given at start-up (common/telemetry.py): the
+        # runtime does not know how it is measured.
+        self.telemetry = telemetry
         # Nothing to do outside the database: no worker hand-off (see the module docstring).
         self.inline = getattr(type(handler), "perform", None) is nothing_outside_the_database
 
@@ -118,7 +112,7 @@ class Pipeline:
     def accept(self, work: Work) -> None:
         work.span = tracing.consume_span(work, self.group)
         self.book.track(work.tp, work.offset)
-        self._in_flight.inc()
+        self.telemetry.accepted()
         if self.inline:
             self.run(work)
         else:
@@ -145,12 +139,12 @@ class Pipeline:
             # the new owner processes it (dedup keeps that to one effect). Let it go.
             self.log.info("held_event_abandoned", **work.log_fields())
             tracing.end(work.span, "abandoned")
-            self._in_flight.dec()
+            self.telemetry.abandoned()
             self._release_lane(work)
             return
         if work.due_ms is not None and work.held == 0:
             lateness = max(0, now_ms() - work.due_ms) / 1000
-            metrics.RETRY_LATENESS.labels(self.event_type, work.topic).observe(lateness)
+            self.telemetry.retry_late(work.topic, lateness)
         if work.rejected is not None:
             self.fail(work, work.rejected)
             return
@@ -234,7 +228,7 @@ class Pipeline:
         if not down:
             self._database_back()
             return
-        self._held_database.inc(held)
+        self.telemetry.held(FailureKind.DATABASE_DOWN.value, held)
         if self.database_down_since is None:
             self.log.warning("database_unavailable_writes_held", held=held)
         self._database_down()
@@ -274,7 +268,7 @@ class Pipeline:
         self._database_back()
         outcome = "success" if result is WriteResult.APPLIED else "duplicate"
         if result is WriteResult.APPLIED:
-            self._succeeded_on[min(work.attempt, 4)].inc()
+            self.telemetry.succeeded_on(work.attempt)
         self.finish(work, outcome)
 
     def fail(self, work: Work, error: BaseException) -> None:
@@ -333,7 +327,7 @@ class Pipeline:
         work.held += 1
         if kind is FailureKind.DATABASE_DOWN:
             self._database_down()
-        metrics.HELD.labels(self.event_type, kind.value).inc()
+        self.telemetry.held(kind.value)
         self.timers.call_later(
             delay_s, partial(self.dispatcher.resubmit, work.lane, partial(self.run, work))
         )
@@ -390,7 +384,7 @@ class Pipeline:
         def not_routed(err: object) -> None:
             """Keep it in flight (its offset uncommitted) and try again later."""
             self.log.error("route_failed", to_topic=topic, error=str(err), **work.log_fields())
-            metrics.HELD.labels(self.event_type, "route_failed").inc()
+            self.telemetry.held("route_failed")
             work.held += 1
             self.timers.call_later(
                 hold_delay_s(work.held, self.rng),
@@ -472,10 +466,7 @@ class Pipeline:
 
     def finish(self, work: Work, outcome: str) -> None:
         elapsed = time.monotonic() - work.started
-        self._processed[outcome].inc()
-        self._seconds.observe(elapsed)
-        self._in_flight.dec()
-        self._last_processed.set_to_current_time()
+        self.telemetry.finished(outcome, elapsed)
         if outcome in ("success", "duplicate"):
             self.log.debug("event_processed", outcome=outcome, **work.log_fields())
         tracing.end(work.span, outcome)

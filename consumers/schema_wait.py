@@ -24,22 +24,22 @@ from collections.abc import Callable
 
 import structlog
 
+from common.telemetry import EventTelemetry
 from consumers.offsets import TopicPartitionKey
 from consumers.pausing import PauseBook
 from consumers.work import Work
-from ops import metrics
 
 log = structlog.get_logger(__name__)
 
-REASON = "dependency_down"  # the HELD metric's reason, as for a breaker-open hold
+REASON = "dependency_down"  # the reason the hold is reported under, as a breaker-open hold's
 
 
 class SchemaWait:
-    def __init__(self, pauses: PauseBook, event_type: str) -> None:
+    def __init__(self, pauses: PauseBook, event_type: str, telemetry: EventTelemetry) -> None:
         self.pauses = pauses
         self.event_type = event_type
         self.waiting: dict[TopicPartitionKey, deque[Work]] = {}
-        self._held = metrics.HELD.labels(event_type, REASON)
+        self._telemetry = telemetry
 
     def holding(self, tp: TopicPartitionKey) -> bool:
         return tp in self.waiting
@@ -61,7 +61,7 @@ class SchemaWait:
                 offset=work.offset,
             )
         waiting.append(work)
-        self._held.inc()
+        self._telemetry.held(REASON)
 
     def release(self, decode: Callable[[Work], bool], hand_over: Callable[[Work], None]) -> None:
         """Hand over, in order, what can be decoded now; `decode` is False while it cannot."""

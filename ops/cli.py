@@ -6,13 +6,13 @@ configuration error. Errors are one line on stderr, never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
-from consumers.settings import EVENT_TYPES, ConfigError, Settings, load_settings
+from common.settings import EVENT_TYPES, ConfigError, load_settings
+from ops.cli_common import emit, fail, settings, start_tracing
 
 app = typer.Typer(
     name="qchem-events",
@@ -30,6 +30,7 @@ dev_app = typer.Typer(
 )
 app.add_typer(topics_app, name="topics")
 app.add_typer(dev_app, name="dev")
+from ops import cli_dlq_review as _review  # noqa: E402,F401  (registers `dlq review`, `dlq history`)
 from ops.cli_dlq import dlq_app  # noqa: E402
 
 app.add_typer(dlq_app, name="dlq")
@@ -45,11 +46,6 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 
 class Problem(Exception):
     """A problem found (exit 1): the message is printed as one line."""
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"qchem-events: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _exit(message: str, code: int) -> NoReturn:
@@ -81,34 +77,13 @@ def _root(
     """Reliable Kafka consumers for Q-Chem events, and the tools to operate them."""
 
 
-def settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        fail(f"configuration error: {exc}", 2)
-
-
-def start_tracing() -> None:
-    """OpenTelemetry as the OTEL_* variables say (README "Tracing"; off by default)."""
-    from common import tracing
-
-    try:
-        tracing.configure_from_env()
-    except tracing.TracingConfigError as exc:
-        fail(f"configuration error: {exc}", 2)
-
-
-def emit(data: Any, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
-
-
 @app.command()
 def run() -> None:
     """Run the consumers in the foreground until Ctrl-C / SIGTERM.
 
     Example: KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 qchem-events run
     """
-    from consumers.app import App
+    from ops.app import App
     from ops.logging import configure
     from ops.topics import create_topics
 
@@ -301,7 +276,7 @@ def main() -> None:
     except (KafkaUnavailable, Problem) as exc:
         _exit(str(exc), 1)
     except OperationalError as exc:
-        from consumers.settings import redact_url
+        from common.settings import redact_url
         from storage.db import describe_error
 
         # Never the driver's raw text: it quotes host names, which can hold a password.

@@ -15,15 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ops.dlq import (
-    DlqProblem,
-    DlqUsageError,
-    Filters,
-    dlq_topic,
-    parse_ref,
-    read_one,
-    resolve_type,
-)
+from ops.dlq import DlqProblem, DlqUsageError, Filters, dlq_topic, parse_ref, read_one, resolve_type
 from ops.dlq_render import (
     record_to_json,
     render_list,
@@ -35,7 +27,7 @@ from ops.dlq_render import (
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from consumers.settings import Settings
+    from common.settings import Settings
 
 dlq_app = typer.Typer(
     help="Inspect, replay and purge the dead-letter topics (the DLQ runbook).",
@@ -79,7 +71,7 @@ DryRunFlag = Annotated[
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    from ops.cli import fail
+    from ops.cli_common import fail
 
     try:
         yield
@@ -119,7 +111,7 @@ def _need_confirmation(yes: bool, dry_run: bool, what: str) -> None:
 
 
 def _confirm(question: str) -> None:
-    from ops.cli import fail
+    from ops.cli_common import fail
 
     if not typer.confirm(question, default=False, err=True):
         fail("cancelled: nothing changed", 1)
@@ -156,7 +148,7 @@ def summary(event_type: TypeOpt = None, as_json: JsonFlag = False) -> None:
     Example: qchem-events dlq summary --type Email --json
     """
     from ops import dlq_service
-    from ops.cli import emit, settings
+    from ops.cli_common import emit, settings
 
     with _errors():
         s = settings()
@@ -190,7 +182,7 @@ def list_records(
     Example: qchem-events dlq list --type Email --error-class DependencyDownError --json
     """
     from ops import dlq_service
-    from ops.cli import emit, settings
+    from ops.cli_common import emit, settings
     from ops.dlq_jobs import with_bytes
     from ops.dlq_query import Query, iter_entries
     from ops.dlq_replay import replayed_positions
@@ -230,7 +222,7 @@ def show(
 
     Example: qchem-events dlq show Email:0:42   (or --type Email --partition 0 --offset 42)
     """
-    from ops.cli import emit, settings
+    from ops.cli_common import emit, settings
     from ops.dlq_replay import replayed_positions
 
     with _errors():
@@ -299,7 +291,7 @@ def replay(
     Example: qchem-events dlq replay --type Email --error-class DependencyDownError --dry-run
     """
     from ops import dlq_service
-    from ops.cli import emit, settings, start_tracing
+    from ops.cli_common import emit, settings, start_tracing
     from ops.dlq_replay import who
 
     start_tracing()  # the replay hops continue each dead letter's trace
@@ -377,7 +369,7 @@ def purge(
     Example: qchem-events dlq purge --type Email --older-than-days 7 --dry-run
     """
     from ops import dlq_service
-    from ops.cli import emit, settings
+    from ops.cli_common import emit, settings
     from ops.dlq_replay import who
 
     with _errors():
@@ -398,6 +390,3 @@ def purge(
             )
     text = data.pop("text")
     emit(data, as_json, text)
-
-
-from ops import cli_dlq_review as _review  # noqa: E402,F401  (registers `dlq review`, `dlq history`)

@@ -43,7 +43,7 @@ def review_list(
     Example: qchem-events dlq review list --type ChemicalStatus
     """
     from ops import dlq_service
-    from ops.cli import emit, settings
+    from ops.cli_common import emit, settings
     from ops.dlq import DlqUsageError
     from ops.dlq_query import Query
 
@@ -78,7 +78,7 @@ def approve(
     Example: qchem-events dlq review approve ChemicalStatus:0:7 --reason "fixed CAS" --yes
     """
     from ops import dlq_service
-    from ops.cli import emit, fail, settings
+    from ops.cli_common import emit, fail, settings
     from ops.cli_dlq import _need_confirmation
     from ops.dlq_replay import who
 
@@ -107,7 +107,7 @@ def reject(ref: RefArg, reason: ReasonOpt = None, as_json: JsonFlag = False) -> 
     Example: qchem-events dlq review reject ChemicalStatus:0:7 --reason "superseded"
     """
     from ops import dlq_service
-    from ops.cli import emit, settings
+    from ops.cli_common import emit, settings
     from ops.dlq_replay import who
 
     with _errors():
@@ -135,7 +135,7 @@ def history(
     Example: qchem-events dlq history --ref ChemicalStatus:0:7
     """
     from ops import dlq_service
-    from ops.cli import emit, settings
+    from ops.cli_common import emit, settings
 
     with _errors():
         if ref is not None:

@@ -21,6 +21,8 @@ from typing import Annotated, Any
 
 import typer
 
+from retry_topics.naming import topic_names
+
 schemas_app = typer.Typer(
     help="Register the event schemas in the Schema Registry, check a candidate schema.",
     no_args_is_help=True,
@@ -35,7 +37,7 @@ LEVELS = ("BACKWARD", "FORWARD", "FULL", "BACKWARD_TRANSITIVE", "FORWARD_TRANSIT
 def _client() -> Any:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    from ops.cli import fail, settings
+    from ops.cli_common import fail, settings
 
     s = settings()
     if not s.schema_registry_url:
@@ -46,14 +48,15 @@ def _client() -> Any:
 
 
 def _subject(event_type: str) -> str:
-    from ops.cli import settings
+    from ops.cli_common import settings
 
-    return f"{settings().topics(event_type).main}-value"  # TopicNameStrategy, as producers use
+    # TopicNameStrategy, as producers use
+    return f"{topic_names(settings(), event_type).main}-value"
 
 
 def _known_type(event_type: str) -> str:
-    from consumers.settings import EVENT_TYPES
-    from ops.cli import fail
+    from common.settings import EVENT_TYPES
+    from ops.cli_common import fail
 
     if event_type not in EVENT_TYPES:
         fail(f"unknown event type {event_type!r}; choose from {', '.join(EVENT_TYPES)}", 2)
@@ -73,7 +76,7 @@ def register(
     """Register each event type's schema under <main topic>-value; set the subject's level."""
     from confluent_kafka.schema_registry import Schema
 
-    from ops.cli import emit, fail, settings
+    from ops.cli_common import emit, fail, settings
     from schemas.codec import SCHEMA_SOURCES
 
     if level.upper() not in LEVELS:
@@ -111,7 +114,7 @@ def check(
     """Can the consumer read what CANDIDATE writes? Exit 0 yes, 1 no (the fields named)."""
     from confluent_kafka.schema_registry import Schema
 
-    from ops.cli import emit, fail
+    from ops.cli_common import emit, fail
     from schemas.codec import SCHEMA_SOURCES
     from schemas.registry import incompatibilities
 

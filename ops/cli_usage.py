@@ -16,7 +16,8 @@ import typer
 try:  # recent typer vendors click privately; older typer uses click itself
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef]
+    # With click installed too (import-linter needs it) mypy sees two different classes.
+    from click.exceptions import ClickException, UsageError  # type: ignore[no-redef,assignment]
 
 
 def usage_exit(message: str, code: int = 2) -> NoReturn:

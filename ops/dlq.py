@@ -2,7 +2,7 @@
 
 A DLQ is read with a throwaway consumer *assigned* to every partition from the low to the high
 watermark - it never joins (or commits for) the application's consumer groups. Each record's
-`qchem-*` headers (retry_topics/headers.py) are parsed into a `DlqRecord`; `Filters` select
+`qchem-*` headers are parsed into a `DlqRecord` (retry_topics/dlq_record.py); `Filters` select
 records by error class, time (the DLQ record's timestamp: when it was dead-lettered),
 partition and event id. Records hidden by a filter purge (`dlq_purged_records`) are left out;
 records already replayed (`dlq_replayed_records`) are flagged. Replay and purge live in
@@ -12,24 +12,22 @@ ops/dlq_replay.py; the JSON form, summary and terminal text in ops/dlq_render.py
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from consumers.settings import EVENT_TYPES, Settings
+from common.settings import EVENT_TYPES, Settings
 from retry_topics import headers as rh
-from retry_topics.naming import kebab
-from schemas.codec import InvalidEvent, decode
+from retry_topics.dlq_record import MAX_TIME_MS, DlqRecord, make_record
+from retry_topics.naming import kebab, topic_names
 from schemas.validation import datetime_to_millis
 
-MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 READ_STALL_S = 30.0  # no progress for this long while reading a DLQ: give up
 rdkafka_log = logging.getLogger("librdkafka.dlq")
 rdkafka_log.setLevel(logging.CRITICAL)
@@ -109,107 +107,6 @@ def iso(ms: int | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class DlqRecord:
-    event_type: str
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-    event_id: str | None = None
-    origin: rh.Origin | None = None
-    group: str | None = None
-    attempt: int | None = None
-    first_failure_ms: int | None = None
-    error_class: str | None = None
-    error_message: str | None = None
-    error_stack: str | None = None
-    failure_kind: str | None = None
-    dlq_reason: str | None = None
-    replay_count: int = 0
-    replay_id: str | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.event_type}:{self.partition}:{self.offset}"
-
-    @property
-    def position(self) -> tuple[int, int]:
-        return (self.partition, self.offset)
-
-
-def _header_text(values: dict[str, bytes], name: str) -> str | None:
-    raw = values.get(name)
-    return None if raw is None else raw.decode("utf-8", "replace")
-
-
-def _header_int(values: dict[str, bytes], name: str) -> int | None:
-    raw = values.get(name)
-    if raw is None or len(raw) > 20:
-        return None
-    try:
-        return int(raw.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def event_id_of(
-    value: bytes | None, headers: list[tuple[str, bytes]], event_type: str
-) -> str | None:
-    """The event id of a valid event, else the `event_id` of any JSON object, else None."""
-    try:
-        return decode(value, headers, event_type, max_bytes=64 * 1_048_576).event_id
-    except InvalidEvent:
-        pass
-    try:
-        obj = json.loads(value or b"")
-    except (ValueError, RecursionError):
-        return None
-    found = obj.get("event_id") if isinstance(obj, dict) else None
-    return found if isinstance(found, str) and len(found) <= 100 else None
-
-
-def make_record(
-    event_type: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    timestamp_ms: int,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]] | None,
-) -> DlqRecord:
-    """A DLQ record with its `qchem-*` headers parsed (missing or malformed ones are None)."""
-    pairs = [(name, data or b"") for name, data in headers or ()]
-    values = rh.as_dict(pairs)
-    replay_count = _header_int(values, rh.REPLAY_COUNT)
-    return DlqRecord(
-        event_type=event_type,
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp_ms=timestamp_ms,
-        key=key,
-        value=value,
-        headers=pairs,
-        event_id=event_id_of(value, pairs, event_type),
-        origin=rh.parse_origin(pairs),
-        group=_header_text(values, rh.GROUP),
-        attempt=_header_int(values, rh.ATTEMPT),
-        first_failure_ms=_header_int(values, rh.FIRST_FAILURE),
-        error_class=_header_text(values, rh.ERROR_CLASS),
-        error_message=_header_text(values, rh.ERROR_MESSAGE),
-        error_stack=_header_text(values, rh.ERROR_STACK),
-        failure_kind=_header_text(values, rh.FAILURE_KIND),
-        dlq_reason=_header_text(values, rh.DLQ_REASON),
-        replay_count=min(max(replay_count or 0, 0), 1_000_000),
-        replay_id=_header_text(values, rh.REPLAY_ID),
-    )
-
-
-@dataclass(frozen=True, slots=True)
 class Filters:
     error_class: str | None = None
     since_ms: int | None = None  # inclusive
@@ -261,11 +158,11 @@ class Filters:
 
 
 def dlq_topic(settings: Settings, event_type: str) -> str:
-    return settings.topics(event_type).dlq
+    return topic_names(settings, event_type).dlq
 
 
 def main_topic(settings: Settings, event_type: str) -> str:
-    return settings.topics(event_type).main
+    return topic_names(settings, event_type).main
 
 
 def reader(settings: Settings) -> Consumer:

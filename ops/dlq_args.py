@@ -9,16 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops import dlq_jobs, dlq_query
-from ops.dlq import (
-    DlqUsageError,
-    Filters,
-    dlq_topic,
-    parse_time,
-    partition_count,
-    resolve_type,
-)
+from ops.dlq import DlqUsageError, Filters, dlq_topic, parse_time, partition_count, resolve_type
 from ops.dlq_replay import parse_rate
 
 PAGE_DEFAULT = 100

@@ -29,11 +29,13 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
-from ops.dlq import DlqProblem, DlqRecord, DlqUsageError, Filters, main_topic, read_dlq
+from common.settings import Settings
+from ops.dlq import DlqProblem, DlqUsageError, Filters, main_topic, read_dlq
 from ops.dlq_query import Query, iter_entries
 from ops.dlq_replay import Pacer, _mark_replayed, replay_producer, send_chunk
 from retry_topics import headers as rh
+from retry_topics.dlq_record import DlqRecord
+from retry_topics.naming import topic_names
 from storage.dlq_tables import dlq_replays
 from storage.secrets import replay_signing_key
 
@@ -90,7 +92,7 @@ def target_topic(settings: Settings, event_type: str, target: str) -> str:
         return main_topic(settings, event_type)
     if target != "retry":
         raise DlqUsageError(f"target: expected one of {', '.join(TARGETS)}, got {target!r}")
-    tiers = settings.topics(event_type).retry_tiers
+    tiers = topic_names(settings, event_type).retry_tiers
     if not tiers:
         raise DlqUsageError(f"target retry: {event_type} has no retry tier (RETRIES_PER_TYPE)")
     return tiers[0].name

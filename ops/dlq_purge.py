@@ -14,9 +14,10 @@ from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
-from ops.dlq import DlqProblem, DlqRecord, dlq_topic, partition_count, reader, watermarks
+from common.settings import Settings
+from ops.dlq import DlqProblem, dlq_topic, partition_count, reader, watermarks
 from ops.dlq_replay import who
+from retry_topics.dlq_record import DlqRecord
 from storage.dlq_index import dlq_entries
 from storage.dlq_tables import dlq_purged_records, dlq_replayed_records
 

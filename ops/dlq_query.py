@@ -16,27 +16,25 @@ import binascii
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import and_, case, delete, func, literal, or_, select, text, tuple_
 from sqlalchemy.engine import Connection, Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.dlq import (
-    MAX_TIME_MS,
-    DlqRecord,
     DlqUsageError,
     Filters,
     dlq_topic,
     iso,
-    make_record,
     partition_count,
     read_dlq,
     reader,
     watermarks,
 )
+from retry_topics.dlq_record import EPOCH, entry_row, ms_to_time
 from storage.dlq_index import dlq_entries, dlq_reviews, insert_entries
 from storage.dlq_tables import dlq_purged_records, dlq_replayed_records
 
@@ -45,66 +43,10 @@ ANALYZE_AFTER = 10_000  # rows added by one sync that make it refresh the statis
 SYNC_WINDOW = 5_000  # offsets read from Kafka and inserted per step: bounded memory
 STATUSES = ("new", "replayed", "hidden", "pending", "approved", "rejected")
 PAGE_MAX = 500
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def ms_to_time(ms: int) -> datetime:
-    """A record timestamp as a datetime; forged ones clamp to 1970..9999."""
-    return EPOCH + timedelta(milliseconds=min(max(ms, 0), MAX_TIME_MS))
 
 
 def time_to_ms(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def entry_row(record: DlqRecord, indexed_by: str) -> dict[str, Any]:
-    """The index row of a DLQ record (the pipeline's and the sync's alike)."""
-    origin = record.origin
-    message = record.error_message
-    return {
-        "dlq_topic": record.topic,
-        "dlq_partition": record.partition,
-        "dlq_offset": record.offset,
-        "event_type": record.event_type,
-        "dead_lettered_at": ms_to_time(record.timestamp_ms),
-        "event_id": record.event_id,
-        "event_key": record.key[:500].decode("utf-8", "replace") if record.key else None,
-        "consumer_group": (record.group or "")[:200] or None,
-        "origin_topic": origin.topic[:250] if origin else None,
-        "origin_partition": origin.partition if origin else None,
-        "origin_offset": origin.offset if origin else None,
-        "error_class": (record.error_class or "")[:200] or None,
-        "failure_kind": (record.failure_kind or "")[:50] or None,
-        "dlq_reason": (record.dlq_reason or "")[:100] or None,
-        "error_message": message[:500] if message else None,
-        "attempts": record.attempt if record.attempt is None or record.attempt < 2**31 else None,
-        "replay_count": record.replay_count,
-        "value_bytes": len(record.value) if record.value is not None else None,
-        "indexed_by": indexed_by,
-    }
-
-
-def pipeline_entry(
-    event_type: str,
-    topic: str,
-    position: tuple[int, int, int],
-    key: bytes | None,
-    value: bytes | None,
-    headers: Sequence[tuple[str, bytes | None]],
-) -> dict[str, Any] | None:
-    """The row the pipeline writes with a dead letter's event record (partition, offset and
-    timestamp from the broker's delivery report). Never raises: it runs in a delivery
-    callback, and a record whose outcome is never written would hold its offset forever -
-    without a row, `sync_index` indexes the record from the topic instead."""
-    partition, offset, timestamp_ms = position
-    try:
-        record = make_record(
-            event_type, topic, partition, offset, timestamp_ms, key, value, headers
-        )
-        return entry_row(record, "pipeline")
-    except Exception:
-        log.exception("dlq_index_entry_failed", topic=topic, partition=partition, offset=offset)
-        return None
 
 
 # -- keeping the index whole -------------------------------------------------------------------

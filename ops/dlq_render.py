@@ -12,7 +12,8 @@ import base64
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ops.dlq import DlqRecord, iso
+from ops.dlq import iso
+from retry_topics.dlq_record import DlqRecord
 from schemas.safe_text import escape_controls
 
 # -- JSON (what `dlq list --json` prints and scripts/ replay tools read) ---------------------

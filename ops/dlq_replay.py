@@ -30,18 +30,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
 from common import tracing
-from consumers.settings import Settings
-from ops.dlq import (
-    DlqProblem,
-    DlqRecord,
-    DlqUsageError,
-    Filters,
-    dlq_topic,
-    main_topic,
-    rdkafka_log,
-    read_dlq,
-)
+from common.settings import Settings
+from ops.dlq import DlqProblem, DlqUsageError, Filters, dlq_topic, main_topic, rdkafka_log, read_dlq
 from retry_topics import headers as rh
+from retry_topics.dlq_record import DlqRecord
 from storage.dlq_tables import dlq_purged_records, dlq_replayed_records, dlq_replays
 from storage.secrets import replay_signing_key
 

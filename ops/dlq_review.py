@@ -26,7 +26,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.dlq import DlqProblem, DlqUsageError, Filters, dlq_topic, parse_ref
 from ops.dlq_jobs import ReplayRequest, create_job, plan, run_job
 from storage.dlq_index import dlq_audit, dlq_entries, dlq_reviews

@@ -18,16 +18,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.redaction import redact_payload
+from common.settings import Settings
 from ops import dlq_jobs, dlq_query, dlq_review, dlq_summary
-from ops.dlq import (
-    DlqUsageError,
-    Filters,
-    dlq_topic,
-    iso,
-    parse_ref,
-    read_one,
-)
+from ops.dlq import DlqUsageError, Filters, dlq_topic, iso, parse_ref, read_one
 
 # The argument checks (ops/dlq_args.py), re-exported: CLI and API call them through here.
 from ops.dlq_args import (
@@ -43,7 +37,6 @@ from ops.dlq_args import (
 )
 from ops.dlq_purge import delete_before, hide_records, plan_time_purge
 from ops.dlq_replay import select_records
-from ops.logging import redact_payload
 from storage.dlq_tables import dlq_replays
 
 PAYLOAD_CAP = 16_384  # bytes of payload shown by the record view

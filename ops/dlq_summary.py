@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.dlq import dlq_topic, iso
 from ops.dlq_query import Query, joined_entries, status_column, time_to_ms, where_clauses
 from storage.dlq_index import dlq_entries

@@ -23,13 +23,14 @@ from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from consumers.settings import Settings, redact_url
-from consumers.urls import scrub
+from common.settings import Settings, redact_url
+from common.urls import scrub
 from ops.topics import KafkaUnavailable, admin_client, existing_topics
+from retry_topics.naming import topic_names
 from storage.db import describe_error, make_engine
 
 if TYPE_CHECKING:
-    from consumers.app import App
+    from consumers.runtime import Runtime
 
 BREAKER_STATES = {0: "closed", 1: "half-open", 2: "open"}
 
@@ -100,7 +101,7 @@ def breaker_states(settings: Settings) -> dict[str, Any]:
 def consumer_lag(settings: Settings) -> dict[str, Any]:
     groups: dict[str, Any] = {}
     for event_type in settings.event_types:
-        names = settings.topics(event_type)
+        names = topic_names(settings, event_type)
         consumer = Consumer({**settings.kafka_common_config(), "group.id": names.group})
         try:
             lag = 0
@@ -158,7 +159,7 @@ def render(report: dict[str, Any]) -> str:
 # -- the running application's own probes (/healthz, /readyz in ops/http.py) ----------------
 
 
-def liveness(app: App, now: float | None = None) -> dict[str, Any]:
+def liveness(app: Runtime, now: float | None = None) -> dict[str, Any]:
     """/healthz: no listener crashed and every poll loop turned within LIVENESS_LOOP_TTL_S.
 
     A thread that died is one way to stop consuming; a loop that no longer turns (a call that
@@ -178,7 +179,7 @@ def liveness(app: App, now: float | None = None) -> dict[str, Any]:
     return {"alive": False, "listener_crashed": crashed, "stalled_loops_s": stalled, "ttl_s": ttl}
 
 
-def readiness(app: App, *, database: bool) -> dict[str, Any]:
+def readiness(app: Runtime, *, database: bool) -> dict[str, Any]:
     """/readyz: alive, every listener has joined its consumer group, the database answers.
 
     Joined, not "holds partitions": with more instances than partitions (a rollout's surge,

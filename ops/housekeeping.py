@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops import metrics
+from retry_topics.naming import topic_names
 from storage import claims
 from storage.dlq_tables import resolved_counts
-
-if TYPE_CHECKING:
-    from consumers.app import App
 
 log = structlog.get_logger(__name__)
 
@@ -87,10 +84,9 @@ def prune_expired_claims(engine: Engine, batch: int = PRUNE_BATCH) -> int:
 
 
 class Housekeeping:
-    def __init__(self, settings: Settings, engine: Engine, app: App) -> None:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
-        self.app = app
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="housekeeping", daemon=True)
         self._watermarks: Consumer | None = None
@@ -116,7 +112,7 @@ class Housekeeping:
                 }
             )
         for event_type in self.settings.event_types:
-            topic = self.settings.topics(event_type).dlq
+            topic = topic_names(self.settings, event_type).dlq
             metadata = self._watermarks.list_topics(topic, timeout=5)
             if topic not in metadata.topics or metadata.topics[topic].error is not None:
                 continue

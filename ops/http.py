@@ -32,7 +32,7 @@ from waitress.server import TcpWSGIServer
 from ops.health import liveness, readiness
 
 if TYPE_CHECKING:
-    from consumers.app import App
+    from consumers.runtime import Runtime
 
 THREADS = 4  # /readyz queries the database; /metrics renders in milliseconds
 BACKLOG = 1024  # connections the kernel completes while the loop is busy
@@ -72,7 +72,7 @@ class HealthServer:
     """Binds at construction (a taken port raises OSError before anything else starts),
     serves after `start()`."""
 
-    def __init__(self, host: str, port: int, app: App) -> None:
+    def __init__(self, host: str, port: int, app: Runtime) -> None:
         self.app = app
         self._map: dict[int, Any] = {}
         adjustments = Adjustments(

@@ -8,45 +8,29 @@ value, and any field named in LOG_REDACT_FIELDS is replaced, at any depth.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
 
+from common import redaction
 from common.tracing import add_trace_ids
-from consumers.urls import REDACTED, mask_url_passwords
+from common.urls import mask_url_passwords
 
 
 def mask_secrets(text: str) -> str:
-    """URL passwords masked up to the last '@', the rule of consumers/urls.py: a password
+    """URL passwords masked up to the last '@', the rule of common/urls.py: a password
     with an unescaped '@' is hidden whole, however a reader splits it."""
     return mask_url_passwords(text)
-
-
-def _redact(value: Any, fields: frozenset[str], depth: int = 0) -> Any:
-    if depth > 8:
-        return value
-    if isinstance(value, str):
-        return mask_secrets(value)
-    if isinstance(value, dict):
-        return {
-            k: REDACTED if str(k).lower() in fields else _redact(v, fields, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact(v, fields, depth + 1) for v in value]
-    return value
 
 
 def redactor(fields: Iterable[str]) -> Any:
     names = frozenset(f.lower() for f in fields) | {"password", "sasl.password"}
 
     def processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
-        return _redact(dict(event_dict), names)
+        return redaction.redact(dict(event_dict), names)
 
     return processor
 
@@ -72,30 +56,3 @@ def configure(level: str = "INFO", fmt: str = "json", redact: Iterable[str] = ()
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-
-
-def redact_payload(raw: bytes, fields: Iterable[str], limit: int) -> str:
-    """A record's value for a log line: secrets and listed fields masked, size-bounded.
-
-    JSON is parsed and masked by field name at any depth; anything else (invalid JSON,
-    binary) gets the listed fields masked textually, then is cut at `limit` bytes.
-    """
-    names = frozenset(f.lower() for f in fields) | {"password"}
-    try:
-        if len(raw) <= 65_536:  # parsing a megabyte for a log line is not worth it
-            text = json.dumps(_redact(json.loads(raw), names), ensure_ascii=False)
-        else:
-            raise ValueError("too large to parse for a log line")
-    except (ValueError, RecursionError):
-        text = raw[: limit * 2].decode("utf-8", "backslashreplace")
-        for name in names:
-            text = re.sub(
-                rf'("?{re.escape(name)}"?\s*[:=]\s*)("[^"]*"?|[^\s,}}]*)',
-                rf"\g<1>{REDACTED}",
-                text,
-                flags=re.IGNORECASE,
-            )
-    text = mask_secrets(text)
-    if len(text) > limit:
-        return text[:limit] + f"... ({len(raw)} bytes)"
-    return text

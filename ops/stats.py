@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection, Engine
 
-from consumers.settings import EVENT_TYPES
+from common.settings import EVENT_TYPES
 from retry_topics.naming import TopicNames
 
 FINAL = ("succeeded", "dlq", "invalid")

@@ -28,8 +28,8 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from consumers.settings import TOPIC_SEGMENT_MS, Settings
-from retry_topics.naming import TopicSpec
+from common.settings import TOPIC_SEGMENT_MS, Settings
+from retry_topics.naming import TopicSpec, topic_names
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ class TopicRow:
 def wanted_topics(settings: Settings) -> list[TopicSpec]:
     specs: list[TopicSpec] = []
     for event_type in settings.event_types:
-        specs += settings.topics(event_type).all()
+        specs += topic_names(settings, event_type).all()
     return specs
 
 

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from common.settings import Settings
+
 Role = Literal["main", "retry", "dlq"]
 
 _KEBAB = re.compile(r"(?<!^)(?=[A-Z])")
@@ -75,3 +77,10 @@ class TopicNames:
     def consumed(self) -> list[str]:
         """What the type's listener subscribes to: the main topic and its retry tiers."""
         return [self.main, *(t.name for t in self.retry_tiers)]
+
+
+def topic_names(settings: Settings, event_type: str) -> TopicNames:
+    """The event type's topic and consumer-group names under these settings. Here, not a
+    method of Settings: the settings live in the leaf package (common/), which must not
+    import the layers above it."""
+    return TopicNames(settings.topic_prefix, event_type, settings.retries_for(event_type))

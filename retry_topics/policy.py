@@ -24,7 +24,7 @@ import psycopg2.errors
 from pybreaker import CircuitBreakerError
 from sqlalchemy import exc as sa_exc
 
-from consumers.handlers.base import DependencyDownError, PermanentError, TransientError
+from common.errors import DependencyDownError, PermanentError, TransientError
 from retry_topics.naming import tier_delays_ms
 from schemas.codec import InvalidEvent
 from storage.claims import EffectBusy
@@ -91,6 +91,12 @@ def classify(error: BaseException) -> FailureKind:
     if isinstance(error, TimeoutError | socket.timeout | ConnectionError):
         return FailureKind.TRANSIENT
     return FailureKind.PERMANENT  # a bug: retrying a KeyError three times helps nobody
+
+
+def database_down(error: BaseException) -> bool:
+    """The one definition of "the database is unavailable" (the writer is given it, so that it
+    tells a lost connection from a statement's own error such as a lock timeout)."""
+    return classify(error) is FailureKind.DATABASE_DOWN
 
 
 @dataclass(frozen=True, slots=True)

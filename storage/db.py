@@ -15,8 +15,8 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, Engine
 
-from consumers.settings import Settings
-from consumers.urls import parse_url, scrub
+from common.settings import Settings
+from common.urls import parse_url, scrub
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

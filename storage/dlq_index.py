@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from storage.models import metadata
+from storage.metadata import metadata
 from storage.pg_text import pg_text
 
 POSITION = ("dlq_topic", "dlq_partition", "dlq_offset")

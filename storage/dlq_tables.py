@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
-from storage.models import metadata
+from storage.metadata import metadata
 
 dlq_replays = Table(
     "dlq_replays",
@@ -144,6 +144,3 @@ def resolved_counts(engine: Engine, topic: str, lows: dict[int, int]) -> int:
             ).all()
             total += sum(1 for p, o in rows if p in lows and o >= lows[p])
     return total
-
-
-from storage import dlq_index as _dlq_index  # noqa: E402,F401  (same metadata)

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -27,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-metadata = MetaData()
+from storage.metadata import metadata
 
 dedup_keys = Table(
     "dedup_keys",
@@ -144,5 +143,3 @@ app_secrets = Table(
 
 # Emails have no table of their own: the SMTP server is their effect; the event record and
 # dedup row say that it was sent.
-
-from storage import dlq_tables as _dlq_tables  # noqa: E402,F401

@@ -23,31 +23,30 @@ batch after another, whatever the other threads do. That is what lets the pipeli
 key's lane as soon as its write is *submitted* rather than committed.
 
 The database gone: if the transaction fails because the database is unavailable (per the
-injected `is_database_down`), nothing of it was applied and the writer holds the batch: it
-writes the same requests again, in the same order, after a capped jittered backoff, until the
-database answers (or the writer is closed, when the requests get the error and stay
-uncommitted - redelivered after a restart). Holding in the writer, not in the pipeline, keeps
-the per-key order through an outage and never re-runs a handler's side effect.
+injected `is_database_down`: retry_topics/policy.py's `database_down`, given by the runtime
+that assembles the writer - storage sits below the policy), nothing of it was applied and
+the writer holds the batch: it writes the same requests again, in the same order, after a
+capped jittered backoff, until the database answers (or the writer is closed, when the
+requests get the error and stay uncommitted - redelivered after a restart). Holding in the
+writer, not in the pipeline, keeps the per-key order through an outage and never re-runs a
+handler's side effect.
 """
 
 from __future__ import annotations
 
 import itertools
 import queue
-import random
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from functools import partial
 from typing import Any
 
 import structlog
 from sqlalchemy import delete, text, tuple_
 from sqlalchemy.engine import Connection, Engine
 
-from retry_topics import policy
 from storage import bulk, claims, dlq_index
 from storage.models import dedup_keys
 
@@ -56,12 +55,6 @@ log = structlog.get_logger(__name__)
 
 class _EffectFailed(Exception):
     """A handler effect failed in an optimistic (savepoint-free) batch."""
-
-
-def _database_down(exc: BaseException) -> bool:
-    """The one definition of "the database is unavailable": retry_topics/policy.py's, which
-    tells a lost connection from a statement's own error such as a lock timeout."""
-    return policy.classify(exc) is policy.FailureKind.DATABASE_DOWN
 
 
 class Status(StrEnum):
@@ -119,8 +112,8 @@ class BatchWriter:
         batch_max: int = 500,
         name: str = "writer",
         on_batch: Callable[[int, float], None] | None = None,
-        is_database_down: Callable[[BaseException], bool] = _database_down,
-        hold_delay_s: Callable[[int], float] | None = None,
+        is_database_down: Callable[[BaseException], bool],
+        hold_delay_s: Callable[[int], float],
         on_database: DatabaseListener | None = None,
     ) -> None:
         self._engine = engine
@@ -131,8 +124,8 @@ class BatchWriter:
         self._batch_max = batch_max
         self._on_batch = on_batch
         self._is_database_down = is_database_down
-        # The same capped, jittered backoff as every other hold in place.
-        self._hold_delay_s = hold_delay_s or partial(policy.hold_delay_s, rng=random.Random())
+        # The same capped, jittered backoff as every other hold in place (the runtime's).
+        self._hold_delay_s = hold_delay_s
         self._on_database = on_database
         self._closing = threading.Event()
         self._threads = [

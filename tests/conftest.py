@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings, load_settings
+from common.settings import Settings, load_settings
 from storage.db import migrate
-from storage.models import metadata
+from storage.tables import metadata
 from tests.support import services
 
 

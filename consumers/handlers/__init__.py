@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from common.settings import Settings
 from consumers.handlers.base import Handler
 from consumers.handlers.chemical_lookup import ChemicalLookupHandler
 from consumers.handlers.chemical_status import ChemicalStatusHandler
 from consumers.handlers.email import EmailHandler
 from consumers.handlers.report import ReportHandler
-from consumers.settings import Settings
 
 HANDLER_TYPES: dict[str, type] = {
     ChemicalStatusHandler.event_type: ChemicalStatusHandler,

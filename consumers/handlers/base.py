@@ -1,4 +1,4 @@
-"""What a handler is, and the typed errors it raises.
+"""What a handler is (the typed errors it raises are in common/errors.py).
 
 A handler has two halves so that exactly-once database effects do not cost one fsync each:
 
@@ -9,7 +9,7 @@ A handler has two halves so that exactly-once database effects do not cost one f
   possibly batched with other events' transactions under one commit, each in its own
   savepoint. It must only use `conn`.
 
-Failures are raised as one of the errors below; anything else is classified by
+Failures are raised as one of the errors of common/errors.py; anything else is classified by
 retry_topics/policy.py (timeouts and connection resets are transient, the rest permanent).
 """
 
@@ -20,26 +20,6 @@ from typing import Any, ClassVar, Protocol
 from sqlalchemy.engine import Connection
 
 from schemas.events import Event
-
-
-class HandlerError(Exception):
-    """Base of the errors a handler raises on purpose."""
-
-
-class TransientError(HandlerError):
-    """Might work later (timeout, lock timeout, 5xx): goes through the retry tiers."""
-
-
-class PermanentError(HandlerError):
-    """Will never work (4xx, a business rule): straight to the DLQ, no retry."""
-
-
-class DependencyDownError(HandlerError):
-    """The dependency is unreachable; counts against its circuit breaker."""
-
-    def __init__(self, dependency: str, message: str) -> None:
-        super().__init__(f"{dependency}: {message}")
-        self.dependency = dependency
 
 
 def nothing_outside_the_database(self: Any, event: Event) -> None:

@@ -21,8 +21,8 @@ from urllib.parse import quote
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from consumers.handlers.base import DependencyDownError, PermanentError, TransientError
-from consumers.settings import Settings
+from common.errors import DependencyDownError, PermanentError, TransientError
+from common.settings import Settings
 from schemas.events import ChemicalLookupPayload, Event
 from storage.models import chemical_lookups
 

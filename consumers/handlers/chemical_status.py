@@ -15,8 +15,8 @@ from sqlalchemy import and_, func, insert, or_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
+from common.settings import Settings
 from consumers.handlers.base import nothing_outside_the_database
-from consumers.settings import Settings
 from schemas.events import ChemicalStatusPayload, Event
 from storage.models import chemical_status_history, chemicals
 

@@ -27,13 +27,8 @@ from typing import Any, ClassVar, Final
 
 from sqlalchemy.engine import Connection
 
-from consumers.handlers.base import (
-    DependencyDownError,
-    HandlerError,
-    PermanentError,
-    TransientError,
-)
-from consumers.settings import Settings
+from common.errors import DependencyDownError, HandlerError, PermanentError, TransientError
+from common.settings import Settings
 from schemas.events import EmailPayload, Event
 from schemas.safe_text import address_problem, subject_problem
 

@@ -21,8 +21,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection
 
-from consumers.handlers.base import PermanentError, nothing_outside_the_database
-from consumers.settings import Settings
+from common.errors import PermanentError
+from common.settings import Settings
+from consumers.handlers.base import nothing_outside_the_database
 from schemas.events import Event, ReportPayload
 from schemas.safe_text import escape_controls
 from storage.models import chemicals, reports

@@ -21,7 +21,7 @@ def admin() -> None:
 
     from ops.admin.config import AdminConfigError, load_admin_settings
     from ops.admin.run import AdminServer
-    from ops.cli import fail, settings, start_tracing
+    from ops.cli_common import fail, settings, start_tracing
     from ops.logging import configure
     from storage.dlq_index import dlq_entries
 

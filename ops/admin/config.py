@@ -1,6 +1,6 @@
 """Settings of the admin process (`qchem-events admin`), read from ADMIN_* variables.
 
-Kept apart from consumers/settings.py: the consumers never read them, and the admin process
+Kept apart from common/settings.py: the consumers never read them, and the admin process
 runs beside them (README, "Admin API and page"). A bad value stops start-up with one line
 naming the variable (AdminConfigError).
 """

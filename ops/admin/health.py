@@ -16,8 +16,9 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.health import BREAKER_STATES, check_chemical_api, check_kafka, check_postgresql, check_smtp
+from retry_topics.naming import topic_names
 
 
 def instance(url: str) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def group_lag(settings: Settings) -> list[dict[str, Any]]:
     """Per group, topic and partition: end offset minus the group's committed offset."""
     rows: list[dict[str, Any]] = []
     for event_type in settings.event_types:
-        names = settings.topics(event_type)
+        names = topic_names(settings, event_type)
         consumer = Consumer({**settings.kafka_common_config(), "group.id": names.group})
         try:
             for topic in names.consumed():

@@ -9,21 +9,39 @@ script only copies the token and name typed once at the top into every form of t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
+from sqlalchemy.engine import Engine
 from werkzeug.routing import Rule
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
+from common.settings import Settings
 from ops import dlq_jobs, dlq_service
 from ops.admin import health as admin_health
+from ops.admin.config import AdminSettings
 from ops.dlq_query import STATUSES, Query
 from schemas.safe_text import escape_controls
 
-if TYPE_CHECKING:
-    from ops.admin.server import AdminApp
+
+class AdminHost(Protocol):
+    """What the pages need of the WSGI application (ops/admin/server.py's AdminApp), which
+    builds them: a protocol, so that the two modules do not import each other."""
+
+    settings: Settings
+    admin: AdminSettings
+    engine: Engine
+
+    def bearer(self, request: Request) -> str | None: ...
+
+    def authorize(self, request: Request, *, mutating: bool, given: str | None = None) -> None: ...
+
+    def actor(self, request: Request, name: str | None = None) -> str: ...
+
+    def start_replay(self, replay: Any, actor: str) -> dict[str, Any]: ...
+
 
 RULES = [
     Rule("/", endpoint="page_root", methods=["GET"]),
@@ -59,7 +77,7 @@ _env = Environment(
 
 
 class Pages:
-    def __init__(self, app: AdminApp) -> None:
+    def __init__(self, app: AdminHost) -> None:
         self.app = app
 
     def render(self, name: str, nonce: str, status: int = 200, **context: Any) -> Response:

@@ -14,7 +14,7 @@ import structlog
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops import dlq_service
 from ops.admin.config import AdminSettings
 from ops.admin.server import AdminApp

@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops import dlq_service
 from ops.admin import health as admin_health
 from ops.admin import pages

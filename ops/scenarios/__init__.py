@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.scenarios import (
     chemical_cascade,
     db_pool_exhaustion,

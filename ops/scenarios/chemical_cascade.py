@@ -34,9 +34,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from consumers.handlers.base import TransientError
+from common.errors import TransientError
+from common.settings import Settings
 from consumers.handlers.chemical_status import ChemicalStatusHandler
-from consumers.settings import Settings
 from ops.devservers import ChemicalApiServer
 from ops.scenarios.dashboard import Outcome
 from ops.scenarios.runner import ScenarioRun, entity_pattern, poll

@@ -29,7 +29,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import ChemicalApiServer
 from ops.scenarios.dashboard import Check, Outcome
 from ops.scenarios.runner import ScenarioRun, entity_pattern

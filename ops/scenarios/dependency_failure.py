@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import ChemicalApiServer
 from ops.health import breaker_states, check_chemical_api
 from ops.scenarios.dashboard import Outcome

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import SmtpSink
 from ops.scenarios.dashboard import Check, Outcome
 from ops.scenarios.runner import ScenarioRun

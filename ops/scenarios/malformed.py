@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.scenarios.dashboard import Outcome
 from ops.scenarios.runner import RawRecord, Record, ScenarioRun, counter, entity_pattern
 from retry_topics import headers as rh

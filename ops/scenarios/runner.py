@@ -1,6 +1,6 @@
 """What every production scenario shares: an isolated run of the real application, measured.
 
-A scenario runs `consumers.app.App` in this process - the real listeners, pipeline, writer,
+A scenario runs `ops.app.App` in this process - the real listeners, pipeline, writer,
 breakers and DLQ monitor - against the real broker and database, injects a real fault, and
 then reads back what happened from the places an operator would: `event_records`, the retry
 tiers and the DLQ. In-process rather than as a child process because the faults and the
@@ -29,13 +29,13 @@ from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
-from consumers.app import App
+from common.settings import Settings
 from consumers.handlers.base import Handler
-from consumers.settings import Settings
+from ops.app import App
 from ops.scenarios.dashboard import Check, Outcome, Row, Timeline, compute_dashboard, failure_marks
 from ops.topics import admin_client, create_topics
 from retry_topics import headers as rh
-from retry_topics.naming import TopicNames
+from retry_topics.naming import TopicNames, topic_names
 from schemas.codec import encode_json
 from schemas.events import Event
 from storage.db import migrate
@@ -126,7 +126,7 @@ class ScenarioRun:
     # -- names ------------------------------------------------------------------------------
 
     def names(self, event_type: str) -> TopicNames:
-        return self.settings.topics(event_type)
+        return topic_names(self.settings, event_type)
 
     @property
     def groups(self) -> list[str]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import ChemicalApiServer, SmtpSink
 
 

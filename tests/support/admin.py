@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.admin.config import load_admin_settings
 from ops.admin.run import AdminServer
 

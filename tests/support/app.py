@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from consumers.app import App
+from common.settings import Settings
 from consumers.handlers.base import Handler
-from consumers.settings import Settings
+from ops.app import App
 from ops.topics import create_topics
 from tests.support.kafka import wait_for
 

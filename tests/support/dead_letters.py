@@ -12,10 +12,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.topics import create_topics
 from retry_topics import headers as rh
-from retry_topics.naming import TopicNames
+from retry_topics.naming import TopicNames, topic_names
 from schemas.codec import encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
@@ -26,7 +26,7 @@ SOURCE_HEADERS = [("content-type", b"application/json")]
 
 def names_for(settings: Settings, event_type: str) -> TopicNames:
     create_topics(settings)
-    names = settings.topics(event_type)
+    names = topic_names(settings, event_type)
 
     def ready() -> bool:
         try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ops.dlq import DlqRecord, make_record
 from retry_topics import headers as rh
+from retry_topics.dlq_record import DlqRecord, make_record
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from retry_topics.naming import TopicNames
 from schemas.codec import encode_json
 from schemas.events import Event

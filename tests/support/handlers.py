@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from consumers.handlers.base import TransientError
+from common.errors import TransientError
+from common.settings import Settings
 from consumers.handlers.report import ReportHandler
-from consumers.settings import Settings
 from schemas.events import Event
 
 

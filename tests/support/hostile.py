@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from common.settings import Settings
 from consumers.handlers.email import EXPECTED_HEADERS
-from consumers.settings import Settings
 from ops.devservers import SmtpSink
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames

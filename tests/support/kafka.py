@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from consumers.settings import Settings
+from common.settings import Settings
 from schemas.codec import encode_json
 from schemas.events import Event
 

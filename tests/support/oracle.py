@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import SmtpSink
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames

@@ -1,7 +1,7 @@
 """docker-compose.kafka.yml and the files it mounts from deploy/.
 
 No Docker is needed (nor started): the files are only parsed. The point is that the Compose
-stack keeps agreeing with the application's defaults (`consumers.settings.Settings`) - a user
+stack keeps agreeing with the application's defaults (`common.settings.Settings`) - a user
 with Docker runs `docker compose -f docker-compose.kafka.yml up -d` then `make run` without
 setting a single variable - and that every mounted file exists and has the expected shape.
 
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from consumers.settings import Settings
+from common.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.kafka.yml"

@@ -25,10 +25,11 @@ import pytest
 import typer
 import yaml
 
+from common.settings import EVENT_TYPES, Settings, load_settings
 from consumers.listener import BACKPRESSURE_WAIT_S, Listener
-from consumers.settings import EVENT_TYPES, Settings, load_settings
 from ops.cli import app as cli_app
 from ops.http import HealthServer
+from retry_topics.naming import topic_names
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -238,7 +239,7 @@ def test_each_consumer_group_scales_on_its_main_topic_lag_within_its_partitions(
         target = spec["scaleTargetRef"]["name"]
         (event_type,) = [t for t, d in deployments.items() if d["metadata"]["name"] == target]
         targets.add(target)
-        names = _settings_for(event_type).topics(event_type)
+        names = topic_names(_settings_for(event_type), event_type)
         (trigger,) = spec["triggers"]
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.settings import load_settings
+from common.settings import load_settings
 
 
 def test_sasl_ssl_settings_pass_through_to_librdkafka(tmp_path: Path) -> None:

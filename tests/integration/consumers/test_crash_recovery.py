@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import SmtpSink
 from ops.topics import create_topics
 from schemas.samples import sample_events

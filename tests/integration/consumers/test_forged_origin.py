@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from retry_topics import headers as rh
+from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 from storage.secrets import replay_signing_key
@@ -66,7 +67,7 @@ def test_forged_origin_headers_do_not_suppress_an_effect(
                 (applied.key.encode(), encode_json(applied), signed),
             ],
         )
-        group = settings.topics("Report").group
+        group = topic_names(settings, "Report").group
         wait_for(
             lambda: committed_offsets(settings, group, topic) == end_offsets(settings, topic),
             timeout=30,

@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import ChemicalApiServer, SmtpSink
 from schemas.codec import encode_json
 from schemas.events import Event

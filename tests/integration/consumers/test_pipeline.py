@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from common.settings import Settings
 from consumers.handlers.chemical_status import ChemicalStatusHandler
-from consumers.settings import Settings
 from ops.devservers import SmtpSink
 from retry_topics import headers as rh
 from schemas.codec import AVRO, CONTENT_TYPE_HEADER, encode_avro, encode_json

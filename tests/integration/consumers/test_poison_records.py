@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from retry_topics import headers as rh
+from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 from tests.support.app import running_app
@@ -51,7 +52,7 @@ def test_a_non_utf8_header_name_goes_to_the_dlq_and_the_rest_flows(
         )
         wait_for(
             lambda: (
-                committed_offsets(settings, settings.topics("Report").group, topic)
+                committed_offsets(settings, topic_names(settings, "Report").group, topic)
                 == end_offsets(settings, topic)
             ),
             timeout=30,

@@ -26,8 +26,9 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.topics import create_topics
+from retry_topics.naming import topic_names
 from tests.support.app import AppProcess
 from tests.support.faults import tagged_events
 from tests.support.kafka import end_offsets, produce_events, wait_for
@@ -43,7 +44,7 @@ CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
 
 def group_shares(settings: Settings) -> list[set[tuple[str, int]]]:
     """Per member of the group (the broker's view): the partitions it holds."""
-    names = settings.topics("ChemicalStatus")
+    names = topic_names(settings, "ChemicalStatus")
     admin = AdminClient(settings.kafka_common_config())
     (future,) = admin.describe_consumer_groups([names.group]).values()
     try:
@@ -57,7 +58,7 @@ def group_shares(settings: Settings) -> list[set[tuple[str, int]]]:
 
 def settled_shares(settings: Settings) -> list[set[tuple[str, int]]] | None:
     """The members' shares once all three hold some and every partition is held."""
-    total = PARTITIONS * len(settings.topics("ChemicalStatus").consumed())
+    total = PARTITIONS * len(topic_names(settings, "ChemicalStatus").consumed())
     shares = group_shares(settings)
     if len(shares) == INSTANCES and all(shares) and sum(map(len, shares)) == total:
         return shares
@@ -67,7 +68,7 @@ def settled_shares(settings: Settings) -> list[set[tuple[str, int]]] | None:
 def scale_up(settings: Settings, tmp_path: Path) -> tuple[list[AppProcess], list[set[Any]]]:
     """One instance, which takes every partition, then the others join: KEDA's scale-up."""
     apps = [AppProcess(settings, tmp_path / f"app{i}.log") for i in range(INSTANCES)]
-    total = PARTITIONS * len(settings.topics("ChemicalStatus").consumed())
+    total = PARTITIONS * len(topic_names(settings, "ChemicalStatus").consumed())
     apps[0].start()
     wait_for(
         lambda: [len(s) for s in group_shares(settings)] == [total],
@@ -99,7 +100,7 @@ def test_three_instances_share_the_partitions_and_apply_each_event_once(
         update={"event_types": ("ChemicalStatus",), "topic_partitions": PARTITIONS}
     )
     create_topics(settings)
-    names = settings.topics("ChemicalStatus")
+    names = topic_names(settings, "ChemicalStatus")
     apps: list[AppProcess] = []
     try:
         apps, shares = scale_up(settings, tmp_path)
@@ -139,7 +140,7 @@ def test_each_instance_holds_a_share_of_the_main_topic(
         update={"event_types": ("ChemicalStatus",), "topic_partitions": PARTITIONS}
     )
     create_topics(settings)
-    main = settings.topics("ChemicalStatus").main
+    main = topic_names(settings, "ChemicalStatus").main
     apps: list[AppProcess] = []
     try:
         apps, shares = scale_up(settings, tmp_path)

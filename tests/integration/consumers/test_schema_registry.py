@@ -20,10 +20,11 @@ from confluent_kafka.serialization import MessageField
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops import metrics
 from ops.devservers import ChemicalApiServer
 from retry_topics import headers as rh
+from retry_topics.naming import topic_names
 from schemas.codec import AVRO, encode_avro, encode_json, headers_for
 from schemas.events import Event
 from schemas.samples import sample_events
@@ -87,7 +88,7 @@ def test_every_event_type_round_trips_through_the_app(
     sent: dict[str, set[str]] = {}
     with running_app(registry_settings) as app:
         for event_type in TYPES:
-            topic = registry_settings.topics(event_type).main
+            topic = topic_names(registry_settings, event_type).main
             events = sample_events(event_type, 6)
             records = framed_records(client, topic, events, schema_with(event_type))
             if event_type == "ChemicalStatus":  # framed keys too, as a key AvroSerializer sends
@@ -117,7 +118,7 @@ def test_evolution_a_compatible_v2_is_processed_an_incompatible_one_is_dead_lett
     registry_settings: Settings, db_engine: Engine, schema_registry: str
 ) -> None:
     settings = registry_settings.model_copy(update={"event_types": ("ChemicalStatus",)})
-    topic = settings.topics("ChemicalStatus").main
+    topic = topic_names(settings, "ChemicalStatus").main
     client = SchemaRegistryClient({"url": schema_registry})
     v1, added, removed, broken, plain = (sample_events("ChemicalStatus", 3) for _ in range(5))
     good = (
@@ -179,7 +180,7 @@ def test_framed_records_keep_their_bytes_through_retry_and_dlq_and_a_replay_deco
     # A retry hop: the chemical API fails the first lookup, the retry tier decodes the framed
     # bytes again and succeeds.
     lookup = registry_settings.model_copy(update={"event_types": ("ChemicalLookup",)})
-    lookup_topic = lookup.topics("ChemicalLookup").main
+    lookup_topic = topic_names(lookup, "ChemicalLookup").main
     event = sample_events("ChemicalLookup", 1)[0]
     records = framed_records(client, lookup_topic, [event], schema_with("ChemicalLookup"))
     chemical_api.fail_next(1, status=503)
@@ -190,7 +191,9 @@ def test_framed_records_keep_their_bytes_through_retry_and_dlq_and_a_replay_deco
             timeout=60,
             message="the lookup processed on its retry",
         )
-    retried = read_all(lookup.kafka_bootstrap_servers, lookup.topics("ChemicalLookup").retry(1000))
+    retried = read_all(
+        lookup.kafka_bootstrap_servers, topic_names(lookup, "ChemicalLookup").retry(1000)
+    )
     assert [m.value() for m in retried] == [records[0][1]]
     assert rows(db_engine, "SELECT attempts FROM event_records") == [(2,)]
 
@@ -200,7 +203,7 @@ def test_framed_records_keep_their_bytes_through_retry_and_dlq_and_a_replay_deco
     status = registry_settings.model_copy(
         update={"event_types": ("Report",), "schema_registry_url": None}
     )
-    topic = status.topics("Report").main
+    topic = topic_names(status, "Report").main
     event = sample_events("Report", 1)[0]
     records = framed_records(client, topic, [event], schema_with("Report"))
     with running_app(status):
@@ -257,7 +260,7 @@ def test_registry_outage_holds_events_and_they_flow_when_it_returns(
             "breaker_reset_timeout_s": 1.0,
         }
     )
-    topic = settings.topics("ChemicalStatus").main
+    topic = topic_names(settings, "ChemicalStatus").main
     client = SchemaRegistryClient({"url": own_registry.url})
     before, during = sample_events("ChemicalStatus", 5), sample_events("ChemicalStatus", 30)
     with running_app(settings) as app:
@@ -295,7 +298,7 @@ def test_registry_outage_holds_events_and_they_flow_when_it_returns(
         )
         wait_for(
             lambda: (
-                committed_offsets(settings, settings.topics("ChemicalStatus").group, topic)
+                committed_offsets(settings, topic_names(settings, "ChemicalStatus").group, topic)
                 == end_offsets(settings, topic)
             ),
             timeout=30,

@@ -14,9 +14,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops import dlq_service
 from retry_topics import headers as rh
+from retry_topics.naming import topic_names
 from schemas.samples import sample_events
 from tests.support.app import running_app
 from tests.support.handlers import FlakyReportHandler
@@ -70,7 +71,7 @@ def test_two_retries_the_dlq_and_a_replay_are_one_trace(
     settings: Settings, db_engine: Engine, spans: InMemorySpanExporter
 ) -> None:
     settings = settings.model_copy(update={"event_types": ("Report",), "retries": 2})
-    names = settings.topics("Report")
+    names = topic_names(settings, "Report")
     bootstrap = settings.kafka_bootstrap_servers
     # Attempt 1, retry-1s and retry-2s fail: the DLQ. The replay's attempt succeeds.
     handler = FlakyReportHandler(settings, failures=3)

@@ -15,7 +15,7 @@ import time
 import pytest
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import ChemicalApiServer, SmtpSink
 from tests.support.app import running_app
 from tests.support.faults import (

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from common.settings import Settings
 from consumers.handlers.chemical_status import ChemicalStatusHandler
-from consumers.settings import Settings
 from ops.devservers import SmtpSink
 from retry_topics import headers as rh
 from schemas.events import Event

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.topics import create_topics
 from tests.support.app import AppProcess
 from tests.support.faults import (

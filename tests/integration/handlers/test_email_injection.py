@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from common.errors import PermanentError
+from common.settings import Settings
 from consumers.handlers import EmailHandler
-from consumers.handlers.base import PermanentError
-from consumers.settings import Settings
 from ops.devservers import SmtpSink
 from schemas.events import EmailPayload, Event
 

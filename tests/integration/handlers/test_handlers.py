@@ -19,6 +19,8 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from common.errors import DependencyDownError, PermanentError, TransientError
+from common.settings import Settings
 from consumers.handlers import (
     HANDLER_TYPES,
     ChemicalLookupHandler,
@@ -27,8 +29,6 @@ from consumers.handlers import (
     ReportHandler,
     build_handler,
 )
-from consumers.handlers.base import DependencyDownError, PermanentError, TransientError
-from consumers.settings import Settings
 from ops.devservers import ChemicalApiServer, SmtpSink, chemical_record
 from schemas.events import (
     ChemicalLookupPayload,

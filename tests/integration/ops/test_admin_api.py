@@ -11,9 +11,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.admin.config import AdminConfigError, load_admin_settings
 from ops.devservers import SmtpSink
+from retry_topics.naming import topic_names
 from tests.support.admin import TOKEN, admin_server, call, one_line_error
 from tests.support.app import free_port, running_app
 from tests.support.dead_letters import dead_lettered, produce_many
@@ -66,10 +67,10 @@ def test_health_shows_dependencies_breakers_lag_and_an_smtp_outage(
         }
         (instance,) = got.body["instances"]
         assert instance["status"] == "ok" and instance["breakers"]["smtp"] == "closed"
-        groups = {settings.topics(t).group for t in settings.event_types}
+        groups = {topic_names(settings, t).group for t in settings.event_types}
         assert set(got.body["lag"]["groups"]) == groups
         partitions = {(r["topic"], r["partition"]) for r in got.body["lag"]["partitions"]}
-        assert (settings.topics("Email").main, 2) in partitions  # 3 partitions per topic
+        assert (topic_names(settings, "Email").main, 2) in partitions  # 3 partitions per topic
         smtp_sink.stop()
         down = call(admin.url, "GET", "/api/v1/health").body
         assert down["dependencies"]["smtp"]["status"] == "down" and down["healthy"] is False

@@ -11,8 +11,9 @@ from selenium.webdriver.common.by import By
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import SmtpSink
+from retry_topics.naming import topic_names
 from tests.support.admin import TOKEN, admin_server, call
 from tests.support.app import running_app
 from tests.support.browser import chromium, screenshot
@@ -66,7 +67,7 @@ def test_the_page_shows_smtp_down_while_its_server_is_stopped(
         smtp = '#dependencies tr[data-dependency="smtp"] td:nth-child(2)'
         assert cell(browser, smtp) == "ok"
         assert "smtp=closed" in cell(browser, "#instances")
-        assert settings.topics("Email").group in cell(browser, "#lag")
+        assert topic_names(settings, "Email").group in cell(browser, "#lag")
         smtp_sink.stop()
         browser.refresh()
         assert cell(browser, smtp) == "down"

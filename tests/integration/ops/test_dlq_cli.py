@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import SmtpSink
 from ops.dlq_render import record_from_json
 from ops.topics import create_topics

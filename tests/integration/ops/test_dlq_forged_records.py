@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from confluent_kafka import Producer
 
-from consumers.settings import Settings
+from common.settings import Settings
 from retry_topics import headers as rh
 from schemas.safe_text import CONTROL
 from tests.integration.ops.test_dlq_cli import dlq, names_for

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import SmtpSink
 from ops.dlq_purge import delete_before, plan_time_purge
 from ops.dlq_query import sync_index

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.topics import admin_client, create_topics, existing_topics, list_topics
 from tests.support.app import free_port
 from tests.support.kafka import wait_for

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import SmtpSink
 from schemas.samples import sample_events
 from tests.support.app import CLI, AppProcess, running_app, settings_env

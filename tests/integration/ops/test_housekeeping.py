@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.housekeeping import prune_dedup_rows, prune_event_records, prune_old_rows
 
 pytestmark = pytest.mark.integration

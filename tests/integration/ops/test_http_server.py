@@ -18,7 +18,7 @@ from contextlib import ExitStack
 
 import pytest
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.topics import admin_client, existing_topics
 from tests.support.app import CLI, running_app, settings_env
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from common.settings import Settings
 from consumers.handlers.chemical_lookup import ChemicalLookupHandler
-from consumers.settings import Settings
+from retry_topics.naming import topic_names
 from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import running_app
@@ -47,7 +48,7 @@ def test_a_stuck_consumer_shows_lag_and_the_nothing_processed_alert_fires(
     )
     handler = GatedLookup(settings)
     topic = f"{settings.topic_prefix}.chemical-lookup"
-    group = settings.topics("ChemicalLookup").group
+    group = topic_names(settings, "ChemicalLookup").group
     events = sample_events("ChemicalLookup", 60)
     try:
         with running_app(settings, handlers={"ChemicalLookup": handler}) as app:

@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
-from consumers.settings import EVENT_TYPES, Settings
+from common.settings import EVENT_TYPES, Settings
+from retry_topics.naming import topic_names
 from schemas.samples import sample_events
 from tests.support.app import running_app
 from tests.support.kafka import produce_events, produce_raw, wait_for
@@ -68,9 +69,9 @@ def test_live_metrics_pass_promtool_check_metrics(
 
         before = processed(exposition())  # counters are per process, not per test
         for event_type in EVENT_TYPES:
-            topic = settings.topics(event_type).main
+            topic = topic_names(settings, event_type).main
             produce_events(settings.kafka_bootstrap_servers, topic, sample_events(event_type, 3))
-        bad_topic = settings.topics("Report").main
+        bad_topic = topic_names(settings, "Report").main
         produce_raw(settings.kafka_bootstrap_servers, bad_topic, [(b"k", b"{not json", None)])
 
         def settled() -> bool:

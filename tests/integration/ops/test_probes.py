@@ -24,10 +24,11 @@ import pytest
 from confluent_kafka import Consumer
 from sqlalchemy.engine import Engine
 
-from consumers.app import App
+from common.settings import Settings
 from consumers.handlers.report import ReportHandler
 from consumers.listener import consumer_config
-from consumers.settings import Settings
+from ops.app import App
+from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
@@ -64,7 +65,7 @@ class GatedReportHandler(ReportHandler):
 @contextmanager
 def group_member(settings: Settings, topics: list[str]) -> Iterator[Consumer]:
     """A second member of the listener's consumer group, polling in the background."""
-    group = settings.topics("Report").group
+    group = topic_names(settings, "Report").group
     consumer = Consumer(
         {**consumer_config(settings.kafka_common_config(), group), "client.id": "probe-test"}
     )
@@ -103,7 +104,7 @@ def test_healthz_fails_while_a_rebalance_is_stuck_then_recovers(
         update={"event_types": ("Report",), "topic_partitions": 2, "liveness_loop_ttl_s": 2.0}
     )
     handler = GatedReportHandler(settings)
-    names = settings.topics("Report")
+    names = topic_names(settings, "Report")
     with running_app(settings, handlers={"Report": handler}) as app:
         assert probe(app, "/healthz") == (200, {"alive": True})
         one_event_per_partition(settings, names.main)
@@ -136,7 +137,7 @@ def _members(settings: Settings) -> int:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(settings.kafka_common_config())
-    group = settings.topics("Report").group
+    group = topic_names(settings, "Report").group
     (future,) = admin.describe_consumer_groups([group]).values()
     return len(future.result(timeout=10).members)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.topics import create_topics
 from retry_topics import headers as rh
 from schemas.codec import encode_json

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
+from retry_topics.naming import topic_names
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def stats(settings: Settings, *args: str) -> dict[str, object]:
 def test_stats_count_the_configured_prefix_unless_asked_for_all(
     settings: Settings, db_engine: Engine
 ) -> None:
-    ours = settings.topics("Email").group  # <prefix>-events.email
+    ours = topic_names(settings, "Email").group  # <prefix>-events.email
     add_records(db_engine, ours, "succeeded", 3)
     # Another deployment's group, and one whose name only looks like ours to a LIKE pattern
     # ('_' and '.' in a prefix are not wildcards).

@@ -15,7 +15,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from consumers.settings import Settings
+from common.settings import Settings
 from tests.integration.ops.test_foundation import cli, env_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.settings import Settings
+from common.settings import Settings
 from tests.support.app import free_port, settings_env
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,10 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
+from common.settings import Settings
 from consumers.listener import consumer_config
-from consumers.settings import Settings
 from ops.devservers import SmtpSink
+from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 from tests.support.app import running_app
@@ -36,7 +37,7 @@ class GroupMember:
     """A second member of the application's consumer group that only holds partitions."""
 
     def __init__(self, settings: Settings, event_type: str) -> None:
-        names = settings.topics(event_type)
+        names = topic_names(settings, event_type)
         self.assigned: set[tuple[str, int]] = set()
         self.consumer = Consumer(
             consumer_config(settings.kafka_common_config(), names.group)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.devservers import ChemicalApiServer, SmtpSink
 from retry_topics import headers as rh
 from schemas.samples import sample_events

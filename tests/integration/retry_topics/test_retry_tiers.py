@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from consumers.app import App
-from consumers.settings import Settings
+from common.settings import Settings
+from ops.app import App
 from retry_topics import headers as rh
 from schemas.codec import encode_json
 from schemas.samples import sample_events

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.scenarios import (
     chemical_cascade,
     db_pool_exhaustion,

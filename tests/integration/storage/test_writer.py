@@ -3,6 +3,7 @@ connection (storage/writer.py)."""
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from typing import Any
@@ -11,9 +12,15 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from retry_topics.policy import FailureKind, classify
+from retry_topics.policy import FailureKind, classify, database_down, hold_delay_s
 from storage.models import dedup_keys, event_records
 from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
+
+# What the runtime gives every writer (consumers/runtime.py): the policy's rules.
+POLICY: dict[str, Any] = {
+    "is_database_down": database_down,
+    "hold_delay_s": lambda held: hold_delay_s(held, random.Random()),
+}
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +70,7 @@ def test_the_writes_of_one_lane_are_applied_in_submission_order(db_engine: Engin
     lanes, per_lane = ("a", "b", "c", "d", "e"), 80
     applied: list[tuple[str, int]] = []
     results = Results(len(lanes) * per_lane)
-    writer = BatchWriter(db_engine, writers=3, batch_max=7)
+    writer = BatchWriter(db_engine, writers=3, batch_max=7, **POLICY)
     try:
         offset = 0
         for seq in range(per_lane):
@@ -154,7 +161,7 @@ def test_a_second_copy_in_the_same_batch_is_not_a_duplicate_of_a_failed_first_co
     def succeeding(_conn: Connection) -> None:
         applied.append(1)
 
-    writer = BatchWriter(db_engine, writers=1, batch_max=100)
+    writer = BatchWriter(db_engine, writers=1, batch_max=100, **POLICY)
     try:
         writer.submit(request("g-blocker", 99, blocker, Results(1)), "one-key")
         copies = [failing, succeeding, succeeding]

@@ -8,8 +8,8 @@ import time
 import pybreaker
 import pytest
 
+from common.errors import DependencyDownError, PermanentError, TransientError
 from consumers.breakers import DependencyGuard
-from consumers.handlers.base import DependencyDownError, PermanentError, TransientError
 
 
 def _fail() -> None:

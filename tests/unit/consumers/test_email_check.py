@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.handlers.base import PermanentError
+from common.errors import PermanentError
 from consumers.handlers.email import check_generated
 
 GOOD = (

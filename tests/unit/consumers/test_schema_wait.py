@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from common.settings import ConfigError, load_settings
+from common.telemetry import NULL_EVENT_TELEMETRY as NULL
 from consumers.pausing import PauseBook
 from consumers.schema_wait import SchemaWait
-from consumers.settings import ConfigError, load_settings
 from consumers.work import Work
 from retry_topics import headers as rh
 
@@ -42,7 +43,7 @@ def work(offset: int, partition: int = 0, *, pending: bool) -> Work:
 
 def test_held_records_leave_in_offset_order_once_the_registry_answers() -> None:
     consumer = FakeConsumer()
-    wait = SchemaWait(PauseBook(consumer, "Email"), "Email")  # type: ignore[arg-type]
+    wait = SchemaWait(PauseBook(consumer, NULL), "Email", NULL)  # type: ignore[arg-type]
     wait.hold(work(10, pending=True))
     wait.hold(work(11, pending=False))  # decodable, but behind a held one: waits too
     wait.hold(work(12, pending=True))
@@ -67,7 +68,7 @@ def test_held_records_leave_in_offset_order_once_the_registry_answers() -> None:
 
 def test_a_revoked_partition_forgets_its_held_records() -> None:
     consumer = FakeConsumer()
-    wait = SchemaWait(PauseBook(consumer, "Email"), "Email")  # type: ignore[arg-type]
+    wait = SchemaWait(PauseBook(consumer, NULL), "Email", NULL)  # type: ignore[arg-type]
     wait.hold(work(1, pending=True))
     wait.forget([("t", 0)])
     assert wait.count() == 0 and not wait.holding(("t", 0))

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumers.settings import load_settings
+from common.settings import load_settings
 from ops.admin.config import AdminConfigError, load_admin_settings
 from ops.dlq import DlqUsageError
 from ops.dlq_jobs import _ranges, headers_for

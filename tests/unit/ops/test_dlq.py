@@ -7,15 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ops.dlq import (
-    DlqUsageError,
-    Filters,
-    event_id_of,
-    parse_ref,
-    parse_time,
-    resolve_type,
-)
+from ops.dlq import DlqUsageError, Filters, parse_ref, parse_time, resolve_type
 from retry_topics import headers as rh
+from retry_topics.dlq_record import event_id_of
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 from tests.support.dlq import ORIGIN, dlq_headers, dlq_record

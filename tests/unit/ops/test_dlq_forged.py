@@ -10,9 +10,10 @@ import json
 
 import pytest
 
-from ops.dlq import DlqRecord, iso
+from ops.dlq import iso
 from ops.dlq_render import record_to_json, render_list, render_record, render_summary, summarize
 from retry_topics import headers as rh
+from retry_topics.dlq_record import DlqRecord
 from schemas.safe_text import CONTROL
 from tests.support.dlq import dlq_headers, dlq_record
 

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from consumers.settings import Settings
+from common.settings import Settings
 from ops.health import liveness, readiness
 
 

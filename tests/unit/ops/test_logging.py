@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ops.logging import mask_secrets, redact_payload
+from common.redaction import redact_payload
+from ops.logging import mask_secrets
 
 
 def test_url_passwords_are_masked() -> None:

@@ -9,7 +9,7 @@ import pybreaker
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from consumers.handlers.base import DependencyDownError, PermanentError, TransientError
+from common.errors import DependencyDownError, PermanentError, TransientError
 from retry_topics.policy import (
     DeadLetter,
     FailureKind,

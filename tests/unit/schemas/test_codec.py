@@ -154,7 +154,7 @@ def test_payload_schema_mirrors_the_dataclass(name: str) -> None:
 
 
 def test_event_types_match_the_settings() -> None:
-    from consumers.settings import EVENT_TYPES
+    from common.settings import EVENT_TYPES
 
     assert tuple(PAYLOAD_TYPES) == EVENT_TYPES
     assert set(codec.SCHEMAS) == set(EVENT_TYPES)

@@ -9,6 +9,9 @@ bumped, see headers.redrive_headers). Invalid and permanent failures stay for a 
 business-critical types are never redriven automatically - the runbook CLI replays those.
 The monitor's position is a consumer group of its own (`<group>.dlq-monitor`), committed only
 after the broker confirmed the redriven copies.
+
+It lives with the runtime (not in retry_topics/) because it needs the runtime's breakers and
+handler types to know whether a dependency is healthy again.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy.engine import Engine
 
 from common import tracing
+from common.settings import Settings
+from common.telemetry import NULL_TELEMETRY, Telemetry
 from consumers.breakers import Breakers
 from consumers.handlers import HANDLER_TYPES
-from consumers.settings import Settings
-from ops import metrics
 from retry_topics import headers as rh
-from retry_topics.naming import TopicNames
+from retry_topics.naming import TopicNames, topic_names
 from retry_topics.router import DeliveryProducer
 from storage.dlq_tables import record_redrive
 from storage.secrets import replay_signing_key
@@ -43,11 +46,13 @@ class DlqMonitor:
         producer: DeliveryProducer,
         breakers: Breakers,
         engine: Engine | None = None,
+        telemetry: Telemetry = NULL_TELEMETRY,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.producer = producer
         self.breakers = breakers
+        self.telemetry = telemetry
         self.types = [t for t in settings.auto_redrive_types if t in settings.event_types]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dlq-monitor", daemon=True)
@@ -80,7 +85,7 @@ class DlqMonitor:
         if not self.healthy(event_type):
             log.info("dlq_redrive_skipped_dependency_down", event_type=event_type)
             return 0
-        names = self.settings.topics(event_type)
+        names = topic_names(self.settings, event_type)
         consumer = Consumer(
             {
                 **self.settings.kafka_common_config(),
@@ -150,6 +155,6 @@ class DlqMonitor:
                 positions=positions,
             )
         if sent:
-            metrics.REDRIVES.labels(event_type).inc(sent)
+            self.telemetry.for_event_type(event_type).redriven(sent)
             log.info("dlq_redriven", event_type=event_type, records=sent, redrive_id=redrive_id)
         return sent

@@ -1,4 +1,4 @@
-"""URLs with credentials are parsed one way (consumers/urls.py): issue 17, defect 3.
+"""URLs with credentials are parsed one way (common/urls.py): issue 17, defect 3.
 
 An unescaped '@' in a password split differently by different parsers put the tail of the
 password into a host name that the driver printed. Now such a URL is rejected without showing
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.settings import ConfigError, load_settings, redact_url
-from consumers.urls import UrlError, mask_url_passwords, parse_url, scrub
+from common.settings import ConfigError, load_settings, redact_url
+from common.urls import UrlError, mask_url_passwords, parse_url, scrub
 from ops.logging import mask_secrets
 
 AMBIGUOUS = "postgresql://qchem:Wr0ng@Leak77@127.0.0.1:5432/qchem"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.settings import ConfigError, load_settings
+from common.settings import ConfigError, load_settings
 
 DAY_MS = 24 * 3600 * 1000
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.settings import ConfigError, load_settings
+from common.settings import ConfigError, load_settings
 
 ARABIC_INDIC_THREE = "\u0663"
 

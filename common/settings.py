@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from consumers.urls import parse_url, redact_url
-from retry_topics.naming import TopicNames
+from common.urls import parse_url, redact_url
 
 GroupProtocol = Literal["consumer", "classic"]
 
@@ -181,10 +180,6 @@ class Settings(BaseSettings):
     def retries_for(self, event_type: str) -> int:
         return self.retries_per_type.get(event_type, self.retries)
 
-    def topics(self, event_type: str) -> TopicNames:
-        """The event type's topic and consumer-group names (retry_topics/naming.py)."""
-        return TopicNames(self.topic_prefix, event_type, self.retries_for(event_type))
-
     @field_validator(
         "event_types", "log_redact_fields", "auto_redrive_types", "critical_types", mode="before"
     )
@@ -264,7 +259,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_format(cls, value: SecretStr) -> SecretStr:
-        # consumers/urls.py: the one parser; its errors never show any part of the URL.
+        # common/urls.py: the one parser; its errors never show any part of the URL.
         url = parse_url(value.get_secret_value())
         if not url.drivername.startswith("postgresql") or not url.host or not url.database:
             raise ValueError(

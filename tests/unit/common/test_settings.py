@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.settings import EVENT_TYPES, ConfigError, load_settings, redact_url
+from common.settings import EVENT_TYPES, ConfigError, load_settings, redact_url
 
 
 def test_defaults() -> None:

@@ -1,0 +1,40 @@
+"""What every `qchem-events` sub-command shares: the one-line failure, the settings, output.
+
+Its own module so that the sub-command modules (cli_dlq.py, cli_schemas.py, admin/cli.py)
+need not import ops/cli.py, which imports them to register their commands.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+import typer
+
+from common.settings import ConfigError, Settings, load_settings
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"qchem-events: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
+
+
+def start_tracing() -> None:
+    """OpenTelemetry as the OTEL_* variables say (README "Tracing"; off by default)."""
+    from common import tracing
+
+    try:
+        tracing.configure_from_env()
+    except tracing.TracingConfigError as exc:
+        fail(f"configuration error: {exc}", 2)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
