@@ -69,10 +69,12 @@ test-unit: setup  ## unit tests only (no services, seconds)
 test-integration: setup deps infra-up registry-up  ## integration tests only
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-lint: setup  ## ruff + mypy + hadolint (Dockerfile) + kubernetes-validate (deploy/kubernetes)
+lint: setup  ## ruff + mypy + import layers + hadolint (Dockerfile) + kubernetes-validate (deploy/kubernetes)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@# The layers and cycles contracts of pyproject.toml [tool.importlinter] (issue 12).
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/hadolint Dockerfile
 	@# Built-in kinds against the Kubernetes schemas, unknown fields rejected; KEDA's
 	@# ScaledObject and Kustomization have no schema there (a warning): tests/unit/test_deploy.py
