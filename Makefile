@@ -74,7 +74,7 @@ lint: setup  ## ruff + mypy + import layers + hadolint (Dockerfile) + kubernetes
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	@# The layers and cycles contracts of pyproject.toml [tool.importlinter] (issue 12).
-	$(BIN)/lint-imports --no-cache
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/hadolint Dockerfile
 	@# Built-in kinds against the Kubernetes schemas, unknown fields rejected; KEDA's
 	@# ScaledObject and Kustomization have no schema there (a warning): tests/unit/test_deploy.py

@@ -108,19 +108,7 @@ class Runtime:
         dispatcher = KeyedDispatcher(
             s.concurrency, name=f"{names.group}-worker", on_crash=self._worker_crashed
         )
-        writer = BatchWriter(
-            self.engine,
-            writers=s.db_writers_per_listener,
-            batch_max=s.write_batch_max,
-            name=f"{names.group}-writer",
-            on_batch=lambda n, _t: self.telemetry.write_batch(n),
-            # The policy's rules, given here: storage sits below retry_topics.
-            is_database_down=policy.database_down,
-            hold_delay_s=partial(policy.hold_delay_s, rng=random.Random()),
-            on_database=lambda down, held: self.pipelines[event_type].database_unavailable(
-                down, held
-            ),
-        )
+        writer = self._writer(event_type, names.group)
         pipeline = Pipeline(
             event_type=event_type,
             names=names,
@@ -158,6 +146,24 @@ class Runtime:
         self._dispatchers.append(dispatcher)
         self._threads.append(thread)
         thread.start()
+
+    def _writer(self, event_type: str, group: str) -> BatchWriter:
+        assert self.engine is not None
+        s = self.settings
+        return BatchWriter(
+            self.engine,
+            writers=s.db_writers_per_listener,
+            batch_max=s.write_batch_max,
+            name=f"{group}-writer",
+            on_batch=lambda n, _t: self.telemetry.write_batch(n),
+            # The policy's rules, given here: storage sits below retry_topics.
+            is_database_down=policy.database_down,
+            hold_delay_s=partial(policy.hold_delay_s, rng=random.Random()),
+            # Late-bound: the pipeline is built after its writer.
+            on_database=lambda down, held: self.pipelines[event_type].database_unavailable(
+                down, held
+            ),
+        )
 
     def _run_listener(self, listener: Listener) -> None:
         try:
