@@ -77,10 +77,6 @@ class KeyedDispatcher:
         with self._lock:
             return self._queued
 
-    def busy_keys(self) -> int:
-        with self._lock:
-            return len(self._lanes)
-
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 

@@ -74,9 +74,6 @@ class PauseBook:
             self._reasons.pop(tp, None)
         self._export()
 
-    def reasons(self, tp: TopicPartitionKey) -> set[str]:
-        return set(self._reasons.get(tp, ()))
-
     def _export(self) -> None:
         counts: dict[str, int] = {}
         for reasons in self._reasons.values():

@@ -31,10 +31,6 @@ class Timers:
             heapq.heappush(self._heap, (time.monotonic() + delay_s, next(self._seq), fn))
             self._cond.notify()
 
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._heap)
-
     def _loop(self) -> None:
         while True:
             with self._cond:

@@ -104,9 +104,6 @@ class RetryPolicy:
     retries: int = 3  # retry tiers before the DLQ (attempts = retries + 1)
     jitter: float = 0.1  # up to +10% on top of the tier delay, never earlier
 
-    def tier_delays_ms(self) -> list[int]:
-        return tier_delays_ms(self.retries)
-
 
 @dataclass(frozen=True, slots=True)
 class RetryTier:

@@ -85,7 +85,3 @@ class DeliveryProducer:
         self._stop.set()
         self._thread.join(timeout=2)
         return remaining
-
-    @property
-    def raw(self) -> Producer:
-        return self._producer

@@ -37,7 +37,7 @@ class ChemicalStatusHandler:
     dependency: ClassVar[str | None] = None
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        """Built like every handler (consumers/handlers/__init__.py); it needs no setting."""
 
     # Nothing happens outside the database for a status change.
     perform = nothing_outside_the_database

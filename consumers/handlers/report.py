@@ -38,7 +38,7 @@ class ReportHandler:
     dependency: ClassVar[str | None] = None
 
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+        """Built like every handler (consumers/handlers/__init__.py); it needs no setting."""
 
     # Nothing happens outside the database (the report is built from it in `apply`).
     perform = nothing_outside_the_database
