@@ -15,13 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common import event_types as known_types
 from common.urls import parse_url, redact_url
 
 GroupProtocol = Literal["consumer", "classic"]
 
-__all__ = ["EVENT_TYPES", "ConfigError", "Settings", "load_settings", "redact_url"]
-
-EVENT_TYPES: tuple[str, ...] = ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
+__all__ = ["ConfigError", "Settings", "load_settings", "redact_url"]
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://qchem:qchem@127.0.0.1:5432/qchem"
 
@@ -29,6 +28,18 @@ DAY_MS = 24 * 3600 * 1000
 # Kafka deletes whole segments: a record outlives its topic's retention by up to one segment.
 # `topics create` rolls segments daily (segment.ms, ops/topics.py) to bound that overstay.
 TOPIC_SEGMENT_MS = DAY_MS
+
+
+def _registered_where(flag: str) -> tuple[str, ...]:
+    """The registered types whose registration sets `flag` (a default of the settings)."""
+    return tuple(t.name for t in known_types.registered().values() if getattr(t, flag))
+
+
+def _refuse_unknown(types: Any) -> None:
+    known = known_types.names()
+    unknown = [name for name in types if name not in known]
+    if unknown:
+        raise ValueError(f"unknown event type(s) {unknown}; choose from {list(known)}")
 
 
 class ConfigError(Exception):
@@ -71,7 +82,8 @@ class Settings(BaseSettings):
     event_record_retention_days: int = Field(default=35, ge=1, le=3650)
 
     # --- Processing ------------------------------------------------------------------------
-    event_types: Annotated[tuple[str, ...], NoDecode] = EVENT_TYPES
+    # Every registered type (common/event_types.py), and the defaults their registrations give.
+    event_types: Annotated[tuple[str, ...], NoDecode] = Field(default_factory=known_types.names)
     concurrency: int = Field(default=10, ge=1, le=1000)  # ADR-002
     max_in_flight: int = Field(default=2000, ge=1, le=1_000_000)
     commit_interval_s: float = Field(default=0.5, gt=0, le=60)
@@ -83,13 +95,21 @@ class Settings(BaseSettings):
     # --- Retries, breakers, DLQ (ADR-001, ADR-003) -----------------------------------------
     retries: int = Field(default=3, ge=0, le=10)
     # Per-type overrides, "Type=N,...": scenario 2 gives emails attempts 1, 2, 3 then the DLQ.
-    retries_per_type: Annotated[dict[str, int], NoDecode] = {"Email": 2}
+    retries_per_type: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=lambda: {
+            t.name: t.retries for t in known_types.registered().values() if t.retries is not None
+        }
+    )
     breaker_fail_max: int = Field(default=5, ge=1, le=1000)
     breaker_reset_timeout_s: float = Field(default=5.0, gt=0, le=3600)
     # Business-critical types wait for a person in the DLQ (seed doc, scenario 5: "manual
     # review required"); declared before auto_redrive_types, which may not contain them.
-    critical_types: Annotated[tuple[str, ...], NoDecode] = ("ChemicalStatus", "ChemicalLookup")
-    auto_redrive_types: Annotated[tuple[str, ...], NoDecode] = ("Email",)
+    critical_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default_factory=lambda: _registered_where("critical")
+    )
+    auto_redrive_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        default_factory=lambda: _registered_where("auto_redrive")
+    )
     # At least a second: each pass reads every auto-redrive DLQ from the broker.
     dlq_redrive_interval_s: float = Field(default=300.0, ge=1, le=86_400)
 
@@ -137,9 +157,7 @@ class Settings(BaseSettings):
     @field_validator("retries_per_type")
     @classmethod
     def _known_retry_types(cls, value: dict[str, int]) -> dict[str, int]:
-        unknown = [k for k in value if k not in EVENT_TYPES]
-        if unknown:
-            raise ValueError(f"unknown event type(s) {unknown}; choose from {list(EVENT_TYPES)}")
+        _refuse_unknown(value)
         if any(not 0 <= n <= 10 for n in value.values()):
             raise ValueError("retries must be between 0 and 10")
         return value
@@ -192,9 +210,7 @@ class Settings(BaseSettings):
     @field_validator("event_types", "auto_redrive_types", "critical_types")
     @classmethod
     def _known_event_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [v for v in value if v not in EVENT_TYPES]
-        if unknown:
-            raise ValueError(f"unknown event type(s) {unknown}; choose from {list(EVENT_TYPES)}")
+        _refuse_unknown(value)
         repeated = sorted({v for v in value if value.count(v) > 1})
         if repeated:
             raise ValueError(f"event type(s) {repeated} repeated")

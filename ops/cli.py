@@ -11,7 +11,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from common.settings import EVENT_TYPES, ConfigError, load_settings
+from common import event_types
+from common.settings import ConfigError, load_settings
 from ops.cli_common import emit, fail, settings, start_tracing
 
 app = typer.Typer(
@@ -149,7 +150,7 @@ def topics_list(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def sample(
-    event_type: Annotated[str, typer.Argument(help=f"One of {', '.join(EVENT_TYPES)}.")],
+    event_type: Annotated[str, typer.Argument(help=f"One of {', '.join(event_types.names())}.")],
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=1_000_000)] = 1,
     keys: Annotated[
         int | None, typer.Option(min=1, help="Limit the number of distinct keys.")
@@ -162,8 +163,8 @@ def sample(
 
     Example: qchem-events sample Email --count 10 | kcat -P -b 127.0.0.1:9092 -t qchem.email
     """
-    if event_type not in EVENT_TYPES:
-        fail(f"unknown event type {event_type!r}; choose from {', '.join(EVENT_TYPES)}", 2)
+    if event_type not in event_types.registered():
+        fail(f"unknown event type {event_type!r}; choose from {', '.join(event_types.names())}", 2)
     from schemas.codec import encode_json
     from schemas.samples import sample_events
 

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 import typer
 
+import schemas  # noqa: F401  (registers the built-in event types the settings name)
 from common.settings import ConfigError, Settings, load_settings
 
 

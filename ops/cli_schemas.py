@@ -55,11 +55,11 @@ def _subject(event_type: str) -> str:
 
 
 def _known_type(event_type: str) -> str:
-    from common.settings import EVENT_TYPES
+    from common import event_types
     from ops.cli_common import fail
 
-    if event_type not in EVENT_TYPES:
-        fail(f"unknown event type {event_type!r}; choose from {', '.join(EVENT_TYPES)}", 2)
+    if event_type not in event_types.registered():
+        fail(f"unknown event type {event_type!r}; choose from {', '.join(event_types.names())}", 2)
     return event_type
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from common.settings import EVENT_TYPES, Settings
+from common import event_types
+from common.settings import Settings
 from retry_topics import headers as rh
 from retry_topics.dlq_record import MAX_TIME_MS, DlqRecord, make_record
 from retry_topics.naming import kebab, topic_names
@@ -46,10 +47,11 @@ class DlqProblem(Exception):
 
 def resolve_type(name: str) -> str:
     """`Email`, `email` or `chemical-status` -> the event type name; DlqUsageError if unknown."""
-    for event_type in EVENT_TYPES:
+    known = event_types.names()
+    for event_type in known:
         if name.lower() in (event_type.lower(), kebab(event_type)):
             return event_type
-    raise DlqUsageError(f"unknown event type {name!r}; choose from {', '.join(EVENT_TYPES)}")
+    raise DlqUsageError(f"unknown event type {name!r}; choose from {', '.join(known)}")
 
 
 def parse_time(text: str, option: str = "--since") -> int:

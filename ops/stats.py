@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Connection, Engine
 
-from common.settings import EVENT_TYPES
+from common import event_types
 from retry_topics.naming import TopicNames
 
 FINAL = ("succeeded", "dlq", "invalid")
@@ -20,7 +20,7 @@ FINAL = ("succeeded", "dlq", "invalid")
 def groups_of(prefix: str) -> list[str]:
     """The consumer groups of a prefix's listeners, every known type - exact names, not a
     LIKE pattern, in which a prefix's '_' would be a wildcard."""
-    return [TopicNames(prefix, event_type).group for event_type in EVENT_TYPES]
+    return [TopicNames(prefix, event_type).group for event_type in event_types.names()]
 
 
 def event_stats(engine: Engine, prefix: str | None) -> dict[str, Any]:

@@ -20,20 +20,23 @@ import copy
 import io
 import json
 import struct
-from collections.abc import Sequence
-from dataclasses import fields
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC
 from importlib.resources import files
-from types import MappingProxyType
 from typing import Any, Final
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
-from schemas.events import PAYLOAD_TYPES, Event
+from common import event_types
+from common.event_types import EventType
+from schemas.events import Event
 from schemas.registry import WriterSchemas, frame_id, framed
+from schemas.rules import FIELD_RULES
 from schemas.validation import (
     MAX_JSON_DEPTH,
+    Check,
     InvalidEvent,
     compile_checker,
     datetime_to_millis,
@@ -70,9 +73,12 @@ Headers = Sequence[tuple[str, bytes | None]]
 # --- Schemas: read and compiled once, at import ------------------------------------------------
 
 
-def _load(name: str) -> dict[str, Any]:
-    # importlib.resources, not __file__: works from a wheel or zip as well as a checkout.
-    text = (files("schemas") / "avro" / f"{name}.avsc").read_text(encoding="utf-8")
+def _source(event_type: EventType) -> dict[str, Any]:
+    if event_type.schema is not None:
+        text = event_type.schema.read_text(encoding="utf-8")
+    else:
+        # importlib.resources, not __file__: works from a wheel or zip as well as a checkout.
+        text = (files("schemas") / "avro" / f"{event_type.name}.avsc").read_text(encoding="utf-8")
     return json.loads(text)  # type: ignore[no-any-return]
 
 
@@ -90,20 +96,82 @@ def _without_logical_types(schema: Any) -> Any:
     return schema
 
 
-_SOURCE: Final = {name: _load(name) for name in PAYLOAD_TYPES}
-SCHEMAS: Final = MappingProxyType(
-    {name: parse_schema(copy.deepcopy(schema)) for name, schema in _SOURCE.items()}
-)
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """One registered event type, its schema read, parsed and compiled (once per type)."""
+
+    spec: EventType
+    source: dict[str, Any]  # as in the .avsc file
+    parsed: Any  # fastavro's, logical types included
+    wire: Any  # fastavro's, without logical types (see _without_logical_types)
+    check: Check
+    payload_fields: tuple[str, ...]
+
+
+_compiled: dict[str, _Compiled] = {}
+
+
+def _compile(event_type: EventType) -> _Compiled:
+    source = _source(event_type)
+    parsed = parse_schema(copy.deepcopy(source))
+    names = event_type.payload_fields
+    schema_names = tuple(f["name"] for f in _payload_record(source)["fields"])
+    if names != schema_names:
+        raise ValueError(
+            f"{event_type.name}: the payload dataclass's fields {list(names)} must be the "
+            f"schema's payload fields, in order: {list(schema_names)}"
+        )
+    wire = parse_schema(_without_logical_types(source))
+    return _Compiled(event_type, source, parsed, wire, compile_checker(parsed, FIELD_RULES), names)
+
+
+def _payload_record(source: dict[str, Any]) -> dict[str, Any]:
+    by_name = {f["name"]: f["type"] for f in source.get("fields", ())}
+    record = by_name.get("payload")
+    if not isinstance(record, dict) or record.get("type") != "record":
+        raise ValueError(f"schema {source.get('name')!r}: no `payload` record field")
+    return record
+
+
+def compiled(name: str) -> _Compiled | None:
+    """The compiled schema of registered type `name`; None for a name nobody registered.
+
+    Compiled on first use and kept while the registration stands: a type registered again
+    (a test's own) is compiled again."""
+    entry = _compiled.get(name)
+    spec = event_types.get(name)
+    if entry is not None and entry.spec is spec:
+        return entry
+    if spec is None:
+        return None
+    entry = _compile(spec)
+    _compiled[name] = entry
+    return entry
+
+
+class _Schemas(Mapping[str, Any]):
+    """A read-only mapping over the registered types, reading one field of `_Compiled`."""
+
+    def __init__(self, attribute: str) -> None:
+        self._attribute = attribute
+
+    def __getitem__(self, name: str) -> Any:
+        entry = compiled(name)
+        if entry is None:
+            raise KeyError(name)
+        return getattr(entry, self._attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(event_types.registered()))
+
+    def __len__(self) -> int:
+        return len(event_types.registered())
+
+
+SCHEMAS: Final[Mapping[str, Any]] = _Schemas("parsed")
 """The parsed schema of each event type, logical types included (e.g. to register them)."""
-SCHEMA_SOURCES: Final = MappingProxyType(_SOURCE)
+SCHEMA_SOURCES: Final[Mapping[str, dict[str, Any]]] = _Schemas("source")
 """Each event type's schema as JSON, as in its .avsc file (to register, or to check against)."""
-_WIRE_SCHEMAS: Final = {
-    name: parse_schema(_without_logical_types(schema)) for name, schema in _SOURCE.items()
-}
-_CHECKERS: Final = {name: compile_checker(schema) for name, schema in SCHEMAS.items()}
-_PAYLOAD_FIELDS: Final = {
-    name: tuple(f.name for f in fields(cls)) for name, cls in PAYLOAD_TYPES.items()
-}
 
 # What fastavro raises on truncated or garbage input (found by fuzzing, see the unit tests).
 # Deliberately not `Exception`: a TypeError or AttributeError would be a bug in this module or
@@ -174,9 +242,11 @@ def decode(
     only for an `expected_type` that is not an event type at all (a caller bug, not bad data).
     A framed value (and a framed `key`) is read with `registry`'s writer schemas; see above.
     """
-    check = _CHECKERS.get(expected_type)
-    if check is None:
-        raise ValueError(f"expected_type {expected_type!r} is not one of {list(PAYLOAD_TYPES)}")
+    schema = compiled(expected_type)
+    if schema is None:
+        raise ValueError(
+            f"expected_type {expected_type!r} is not one of {list(event_types.registered())}"
+        )
     if not value:
         raise InvalidEvent("empty", "the record has no value (a tombstone?)")
     # Before any parsing: the size limit is what bounds the work every later step can do.
@@ -184,14 +254,14 @@ def decode(
         raise InvalidEvent("oversized", f"{len(value)} bytes exceeds the {max_bytes}-byte limit")
     content_type = content_type_of(headers)
     if content_type == JSON and framed(value):
-        datum = _read_framed(value, expected_type, registry)
+        datum = _read_framed(value, schema, registry)
         if framed(key):
             _read_framed_key(key, registry)  # type: ignore[arg-type]
     elif content_type == AVRO:
-        datum = _read_avro(value, expected_type)
+        datum = _read_avro(value, schema)
     else:
         datum = _read_json(value)
-    return to_event(datum, expected_type, check)
+    return to_event(datum, expected_type, schema.check, schema.spec.payload)
 
 
 def _read_json(value: bytes) -> dict[str, Any]:
@@ -218,10 +288,11 @@ def _read_json(value: bytes) -> dict[str, Any]:
     return obj
 
 
-def _read_avro(value: bytes, expected_type: str) -> dict[str, Any]:
+def _read_avro(value: bytes, schema: _Compiled) -> dict[str, Any]:
+    expected_type = schema.spec.name
     stream = io.BytesIO(value)
     try:
-        datum = schemaless_reader(stream, _WIRE_SCHEMAS[expected_type], None)
+        datum = schemaless_reader(stream, schema.wire, None)
     except _AVRO_READ_ERRORS as exc:
         hint = ""
         if value[:1] == b"\x00":
@@ -238,9 +309,7 @@ def _read_avro(value: bytes, expected_type: str) -> dict[str, Any]:
     return datum  # type: ignore[return-value]
 
 
-def _read_framed(
-    value: bytes, expected_type: str, registry: WriterSchemas | None
-) -> dict[str, Any]:
+def _read_framed(value: bytes, schema: _Compiled, registry: WriterSchemas | None) -> dict[str, Any]:
     schema_id = frame_id(value)
     if registry is None:
         raise InvalidEvent(
@@ -248,8 +317,8 @@ def _read_framed(
             f"Schema Registry framed Avro (schema id {schema_id}) but SCHEMA_REGISTRY_URL is not "
             "set: the writer schema cannot be looked up",
         )
-    writer = registry.for_type(schema_id, expected_type)
-    return _resolve(value, writer, _WIRE_SCHEMAS[expected_type], f"schema id {schema_id}")
+    writer = registry.for_type(schema_id, schema.spec.name)
+    return _resolve(value, writer, schema.wire, f"schema id {schema_id}")
 
 
 def _read_framed_key(key: bytes, registry: WriterSchemas | None) -> Any:
@@ -284,19 +353,21 @@ def _resolve(framed_bytes: bytes, writer: Any, reader: Any, what: str) -> Any:
 # --- Encoding ------------------------------------------------------------------------------
 
 
-def _datum(event: Event) -> dict[str, Any]:
-    """The event as an Avro-shaped dict, occurred_at still a datetime."""
-    names = _PAYLOAD_FIELDS.get(event.event_type)
-    if names is None or type(event.payload) is not PAYLOAD_TYPES[event.event_type]:
+def _datum(event: Event) -> tuple[_Compiled, dict[str, Any]]:
+    """The event's compiled schema, and the event as an Avro-shaped dict, occurred_at still a
+    datetime."""
+    schema = compiled(event.event_type)
+    if schema is None or type(event.payload) is not schema.spec.payload:
         raise TypeError(
             f"a {event.event_type!r} event needs a "
-            f"{getattr(PAYLOAD_TYPES.get(event.event_type), '__name__', '?')} payload, "
+            f"{getattr(schema and schema.spec.payload, '__name__', '?')} payload, "
             f"got {type(event.payload).__name__}"
         )
-    payload = {name: getattr(event.payload, name) for name in names}
-    if "parameters" in payload:
-        payload["parameters"] = dict(payload["parameters"])
-    return {
+    payload = {name: getattr(event.payload, name) for name in schema.payload_fields}
+    for name, value in payload.items():
+        if isinstance(value, Mapping):  # a map field, e.g. Report's parameters
+            payload[name] = dict(value)
+    return schema, {
         "event_id": event.event_id,
         "event_type": event.event_type,
         "occurred_at": event.occurred_at,
@@ -309,7 +380,7 @@ def _datum(event: Event) -> dict[str, Any]:
 
 def encode_json(event: Event) -> bytes:
     """The event as one compact line of UTF-8 JSON, occurred_at as ISO-8601 with millis and Z."""
-    datum = _datum(event)
+    _, datum = _datum(event)
     if event.occurred_at.utcoffset() is None:  # astimezone() would read it as local time
         raise ValueError(f"naive occurred_at {event.occurred_at!r}: must be timezone-aware")
     moment = event.occurred_at.astimezone(UTC).replace(tzinfo=None)
@@ -319,10 +390,10 @@ def encode_json(event: Event) -> bytes:
 
 def encode_avro(event: Event) -> bytes:
     """The event as a schemaless Avro body (no Schema Registry framing) of its type's schema."""
-    datum = _datum(event)
+    schema, datum = _datum(event)
     datum["occurred_at"] = datetime_to_millis(event.occurred_at)
     stream = io.BytesIO()
-    schemaless_writer(stream, _WIRE_SCHEMAS[event.event_type], datum)
+    schemaless_writer(stream, schema.wire, datum)
     return stream.getvalue()
 
 

@@ -1,8 +1,10 @@
 """The typed event every wire format decodes to.
 
 An event is an envelope (id, type, time, producer, schema version, key) around a payload
-whose shape depends on the event type. Payloads are validated against the type's Avro schema
-before an `Event` is built, so handlers can trust the fields they read.
+whose shape depends on the event type: a dataclass per type, its fields those of the payload
+record in the type's Avro schema, in order (the four built-in ones here; registered in
+schemas/catalog.py). Payloads are validated against the type's Avro schema before an `Event` is
+built, so handlers can trust the fields they read.
 """
 
 from __future__ import annotations
@@ -41,22 +43,12 @@ class ChemicalLookupPayload:
     cas_number: str | None = None
 
 
-Payload = ChemicalStatusPayload | EmailPayload | ReportPayload | ChemicalLookupPayload
-
-PAYLOAD_TYPES: dict[str, type[Any]] = {
-    "ChemicalStatus": ChemicalStatusPayload,
-    "Email": EmailPayload,
-    "Report": ReportPayload,
-    "ChemicalLookup": ChemicalLookupPayload,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     event_id: str  # canonical lower-case UUID string
-    event_type: str  # one of PAYLOAD_TYPES
+    event_type: str  # a registered event type (common/event_types.py)
     occurred_at: datetime  # timezone-aware UTC, millisecond precision
     producer: str
     schema_version: int
     key: str  # the entity the event is about; also the Kafka record key
-    payload: Any  # the PAYLOAD_TYPES[event_type] dataclass
+    payload: Any  # the payload dataclass its event type registered

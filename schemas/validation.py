@@ -1,22 +1,23 @@
 """Checking a decoded datum against an event type's Avro schema, and the `InvalidEvent` error.
 
 Both wire formats end here: the JSON path hands over the dict `json` parsed, the Avro path the
-dict fastavro read. One checker per event type is compiled from the parsed `.avsc` once, at
-import, into plain closures, so a decode costs a few dict look-ups and `type(...) is` tests per
-field - no schema walking per call - and a schema change can never leave the JSON and the Avro
-paths disagreeing about what is valid. Semantic rules Avro cannot express (a UUID, a non-empty
-key, an address with '@') sit next to the type checks, keyed by field path.
+dict fastavro read. One checker per event type is compiled from the parsed `.avsc` once (by
+schemas/codec.py, at the type's first use) into plain closures, so a decode costs a few dict
+look-ups and `type(...) is` tests per field - no schema walking per call - and a schema change
+can never leave the JSON and the Avro paths disagreeing about what is valid. Rules Avro cannot
+express (a non-empty key, an address with '@') are given to the compiler keyed by field path
+(schemas/rules.py); a UUID is checked by its logical type.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from schemas.events import PAYLOAD_TYPES, Event
-from schemas.safe_text import address_problem, control_problem, subject_problem
+from common import event_types
+from schemas.events import Event
 
 Reason = Literal[
     "empty",
@@ -269,59 +270,12 @@ def _optional(inner: Check) -> Check:
     return check
 
 
-# --- Rules Avro cannot express, by field path ------------------------------------------------
-
-
-def _key_rule(path: str, value: str) -> None:
-    if not value:
-        raise InvalidEvent("bad_value", f"{path}: must not be empty")
-    if len(value) > MAX_KEY_CHARS:
-        raise InvalidEvent("bad_value", f"{path}: longer than {MAX_KEY_CHARS} characters")
-
-
-def _schema_version_rule(path: str, value: int) -> None:
-    if value < 1:
-        raise InvalidEvent("bad_value", f"{path}: must be 1 or more, got {value}")
-
-
-def _address_rule(path: str, value: str) -> None:
-    problem = address_problem(value)
-    if problem is not None:
-        raise InvalidEvent("bad_address", f"{path}: {problem}")
-
-
-def _subject_rule(path: str, value: str) -> None:
-    problem = subject_problem(value)
-    if problem is not None:
-        reason = "control_character" if "control" in problem else "encoded_word"
-        raise InvalidEvent(reason, f"{path}: {problem}")
-
-
-def _one_line_rule(path: str, value: str) -> None:
-    # Written into a report line: a CR/LF would forge the lines after it (issue 17 #8).
-    problem = control_problem(value)
-    if problem is not None:
-        raise InvalidEvent("control_character", f"{path}: {problem}")
-
-
-FIELD_RULES: Final[dict[str, Rule]] = {
-    "key": _key_rule,
-    "schema_version": _schema_version_rule,
-    "payload.to": _address_rule,  # Email is the only type with these payload fields
-    "payload.subject": _subject_rule,
-    # Report: every field ends up in the report text (consumers/handlers/report.py).
-    "payload.report_id": _one_line_rule,
-    "payload.report_type": _one_line_rule,
-    "payload.requested_by": _one_line_rule,
-    "payload.parameters": _one_line_rule,  # each key and value of the map
-}
-
-
 # --- Compiling a parsed Avro schema into a checker ---------------------------------------------
 
 
-def compile_checker(schema: Any, path: str = "") -> Check:
-    """A checker for `schema` (as fastavro.parse_schema returns it).
+def compile_checker(schema: Any, rules: Mapping[str, Rule], path: str = "") -> Check:
+    """A checker for `schema` (as fastavro.parse_schema returns it), with `rules` (by field
+    path, e.g. `payload.to`; schemas/rules.py) run after the type checks.
 
     Only the Avro features the event schemas use are supported; anything else fails at import
     rather than being silently left unchecked.
@@ -330,13 +284,13 @@ def compile_checker(schema: Any, path: str = "") -> Check:
         branches = [s for s in schema if s != "null"]
         if len(schema) != 2 or len(branches) != 1:
             raise NotImplementedError(f"{path}: only [null, T] unions are supported")
-        return _optional(compile_checker(branches[0], path))
+        return _optional(compile_checker(branches[0], rules, path))
     if isinstance(schema, str):
         schema = {"type": schema}
     avro_type, logical = schema["type"], schema.get("logicalType")
     if avro_type == "record":
-        return _record(schema, path)
-    rule = FIELD_RULES.get(path)
+        return _record(schema, rules, path)
+    rule = rules.get(path)
     if avro_type == "map" and schema["values"] == "string":
         return _string_map(path, rule)
     if rule is not None and (logical is not None or avro_type not in ("string", "int", "long")):
@@ -360,11 +314,11 @@ def _defaulted(check: Check, default: Any) -> Check:
     return check_or_default
 
 
-def _record(schema: dict[str, Any], path: str) -> Check:
+def _record(schema: dict[str, Any], rules: Mapping[str, Rule], path: str) -> Check:
     checks: list[tuple[str, Check]] = []
     for field in schema["fields"]:
         name = field["name"]
-        check = compile_checker(field["type"], f"{path}.{name}" if path else name)
+        check = compile_checker(field["type"], rules, f"{path}.{name}" if path else name)
         if "default" in field:
             check = _defaulted(check, field["default"])
         checks.append((name, check))
@@ -383,8 +337,9 @@ def _record(schema: dict[str, Any], path: str) -> Check:
     return check_record
 
 
-def to_event(datum: dict[str, Any], expected_type: str, check: Check) -> Event:
-    """The `Event` in `datum` (a JSON object or an Avro record) once it passes `check`.
+def to_event(datum: dict[str, Any], expected_type: str, check: Check, payload: type) -> Event:
+    """The `Event` in `datum` (a JSON object or an Avro record) once it passes `check`, its
+    payload a `payload` (the type's dataclass).
 
     The event type is looked at first, so a record on the wrong topic is reported as such
     rather than as a confusing field error against the wrong schema.
@@ -395,13 +350,14 @@ def to_event(datum: dict[str, Any], expected_type: str, check: Check) -> Event:
     if type(event_type) is not str:
         raise _wrong_type("event_type", "string", event_type)
     if event_type != expected_type:
-        if event_type in PAYLOAD_TYPES:
+        known = event_types.registered()
+        if event_type in known:
             raise InvalidEvent(
                 "wrong_topic", f"a {event_type} event on the topic of {expected_type} events"
             )
         raise InvalidEvent(
             "unknown_event_type",
-            f"event_type {short_repr(event_type)} is not one of {', '.join(PAYLOAD_TYPES)}",
+            f"event_type {short_repr(event_type)} is not one of {', '.join(known)}",
         )
     fields = check(datum)
     # Positional, as keywords cost ~0.5 us per event; a unit test pins Event's field order
@@ -413,5 +369,5 @@ def to_event(datum: dict[str, Any], expected_type: str, check: Check) -> Event:
         fields["producer"],
         fields["schema_version"],
         fields["key"],
-        PAYLOAD_TYPES[event_type](**fields["payload"]),
+        payload(**fields["payload"]),
     )

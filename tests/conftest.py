@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
+import schemas  # noqa: F401  (registers the built-in event types the settings name)
 from common.settings import Settings, load_settings
 from storage.db import migrate
 from storage.tables import metadata

@@ -25,7 +25,8 @@ import pytest
 import typer
 import yaml
 
-from common.settings import EVENT_TYPES, Settings, load_settings
+from common import event_types
+from common.settings import Settings, load_settings
 from consumers.listener import BACKPRESSURE_WAIT_S, Listener
 from ops.cli import app as cli_app
 from ops.http import HealthServer
@@ -119,12 +120,12 @@ def test_every_environment_variable_is_a_setting_with_a_valid_value() -> None:
                 assert entry["valueFrom"]["secretKeyRef"]["optional"] is True, entry
     unknown = names - fields - NOT_YET_SETTINGS
     assert not unknown, f"the application reads no such setting: {sorted(unknown)}"
-    for event_type in EVENT_TYPES:
+    for event_type in event_types.names():
         assert _settings_for(event_type).event_types == (event_type,)  # every value accepted
 
 
 def test_one_deployment_per_event_type_with_the_secret_references_that_exist() -> None:
-    assert sorted(_deployments()) == sorted(EVENT_TYPES)
+    assert sorted(_deployments()) == sorted(event_types.names())
     (secret,) = _by_kind("Secret")
     for workload in [*_by_kind("Deployment"), *_by_kind("Job")]:
         container = _container(workload)

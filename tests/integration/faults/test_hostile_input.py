@@ -33,12 +33,12 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
+from common import event_types
 from common.settings import Settings
 from ops.devservers import SmtpSink
 from ops.topics import create_topics
 from retry_topics import headers as rh
 from schemas.codec import AVRO, CONTENT_TYPE_HEADER, InvalidEvent, decode, encode_avro, encode_json
-from schemas.events import PAYLOAD_TYPES
 from tests.support.app import AppProcess, running_app
 from tests.support.faults import Record, names, produce_now, scaled, soak_timeout, tagged_events
 from tests.support.hostile import (
@@ -166,7 +166,7 @@ def hostile_strategies(base: list[dict[str, Any]], avro: list[bytes]) -> dict[st
 
     @st.composite
     def unknown_type(draw: Callable[..., Any]) -> Any:
-        name = draw(st.text(max_size=60).filter(lambda t: t not in PAYLOAD_TYPES))
+        name = draw(st.text(max_size=60).filter(lambda t: t not in event_types.registered()))
         return draw(KAFKA_KEYS), dumps(replaced(draw(docs), ("event_type",), name)), None
 
     @st.composite

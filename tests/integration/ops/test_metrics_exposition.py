@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
-from common.settings import EVENT_TYPES, Settings
+from common import event_types
+from common.settings import Settings
 from retry_topics.naming import topic_names
 from schemas.samples import sample_events
 from tests.support.app import running_app
@@ -58,7 +59,7 @@ def test_promtool_rejects_a_badly_named_counter() -> None:
 def test_live_metrics_pass_promtool_check_metrics(
     handler_settings: Settings, db_engine: Engine
 ) -> None:
-    settings = handler_settings.model_copy(update={"event_types": EVENT_TYPES})
+    settings = handler_settings.model_copy(update={"event_types": event_types.names()})
     with running_app(settings) as app:
         assert app.health is not None
         url = f"http://127.0.0.1:{app.health.port}/metrics"
@@ -68,7 +69,7 @@ def test_live_metrics_pass_promtool_check_metrics(
                 return bytes(response.read())
 
         before = processed(exposition())  # counters are per process, not per test
-        for event_type in EVENT_TYPES:
+        for event_type in settings.event_types:
             topic = topic_names(settings, event_type).main
             produce_events(settings.kafka_bootstrap_servers, topic, sample_events(event_type, 3))
         bad_topic = topic_names(settings, "Report").main
@@ -76,7 +77,9 @@ def test_live_metrics_pass_promtool_check_metrics(
 
         def settled() -> bool:
             now = processed(exposition())
-            grown = [now[(t, "success")] >= before[(t, "success")] + 3 for t in EVENT_TYPES]
+            grown = [
+                now[(t, "success")] >= before[(t, "success")] + 3 for t in settings.event_types
+            ]
             return all(grown) and now[("Report", "invalid")] > before[("Report", "invalid")]
 
         wait_for(settled, timeout=60, message="every type processed and one record dead-lettered")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from common.settings import EVENT_TYPES, ConfigError, load_settings, redact_url
+from common import event_types
+from common.settings import ConfigError, load_settings, redact_url
 
 
 def test_defaults() -> None:
     s = load_settings(_env_file=None)
     assert s.concurrency == 10  # ADR-002
     assert s.dlq_retention_days == 30  # ADR-003
-    assert s.event_types == EVENT_TYPES
+    assert s.event_types == event_types.names()
+    assert s.event_types == ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
+    assert s.critical_types == ("ChemicalStatus", "ChemicalLookup")
+    assert s.auto_redrive_types == ("Email",)
     assert s.retries_for("Email") == 2 and s.retries_for("Report") == 3
 
 

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common import event_types
 from schemas import codec
 from schemas.codec import AVRO, JSON, InvalidEvent, decode, encode_avro, encode_json, headers_for
 from schemas.events import (
-    PAYLOAD_TYPES,
     ChemicalLookupPayload,
     ChemicalStatusPayload,
     EmailPayload,
@@ -29,10 +29,11 @@ from schemas.events import (
     ReportPayload,
 )
 from schemas.registry import REGISTRY_REASONS
+from schemas.rules import FIELD_RULES
 from schemas.safe_text import ADDR_SPEC, address_problem
-from schemas.validation import FIELD_RULES, REASONS
+from schemas.validation import REASONS
 
-TYPES = list(PAYLOAD_TYPES)
+TYPES = list(event_types.names())
 AVRO_HEADERS = headers_for(AVRO)
 WHEN = datetime(2026, 11, 29, 3, 0, 0, 123000, tzinfo=UTC)
 AVRO_DIR = files("schemas") / "avro"
@@ -146,18 +147,20 @@ def test_event_fields_follow_the_envelope_order() -> None:
 @pytest.mark.parametrize("name", TYPES)
 def test_payload_schema_mirrors_the_dataclass(name: str) -> None:
     payload = load(name)["fields"][-1]["type"]
-    dataclass_fields = fields(PAYLOAD_TYPES[name])
+    dataclass_fields = fields(event_types.registered()[name].payload)
     assert [f["name"] for f in payload["fields"]] == [f.name for f in dataclass_fields]
     for avro_field, dc_field in zip(payload["fields"], dataclass_fields, strict=True):
         has_dc_default = (dc_field.default, dc_field.default_factory) != (MISSING, MISSING)
         assert ("default" in avro_field) == has_dc_default, dc_field.name
 
 
-def test_event_types_match_the_settings() -> None:
-    from common.settings import EVENT_TYPES
+def test_every_registered_type_has_a_schema_and_is_a_default_of_the_settings() -> None:
+    from common.settings import Settings
 
-    assert tuple(PAYLOAD_TYPES) == EVENT_TYPES
-    assert set(codec.SCHEMAS) == set(EVENT_TYPES)
+    assert TYPES == ["ChemicalStatus", "Email", "Report", "ChemicalLookup"]
+    assert list(codec.SCHEMAS) == list(codec.SCHEMA_SOURCES) == TYPES
+    assert all(codec.SCHEMA_SOURCES[name] == load(name) for name in TYPES)
+    assert Settings().event_types == tuple(TYPES)
 
 
 def test_every_field_rule_names_a_real_field() -> None:

@@ -14,9 +14,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField
 
+from common import event_types
 from consumers.breakers import DependencyGuard
 from schemas.codec import AVRO, SCHEMA_SOURCES, decode, encode_avro, encode_json, headers_for
-from schemas.events import PAYLOAD_TYPES
 from schemas.registry import REGISTRY_REASONS, RegistryUnavailable, WriterSchemas, field_path
 from schemas.samples import sample_events
 from schemas.validation import InvalidEvent
@@ -36,7 +36,7 @@ def schemas_of(client: Any, guard: Any = None) -> WriterSchemas:
     return WriterSchemas(client, dict(SCHEMA_SOURCES), guard=guard)
 
 
-@pytest.mark.parametrize("event_type", list(PAYLOAD_TYPES))
+@pytest.mark.parametrize("event_type", event_types.names())
 def test_every_type_round_trips_through_the_serializer(
     client: SchemaRegistryClient, event_type: str
 ) -> None:

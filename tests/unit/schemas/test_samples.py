@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from common import event_types
+from schemas.catalog import CAS_NUMBERS, STATUSES
 from schemas.codec import AVRO, decode, encode_avro, headers_for
-from schemas.events import PAYLOAD_TYPES
-from schemas.samples import CAS_NUMBERS, PRODUCER, STATUSES, sample_events, sample_json_lines
+from schemas.samples import PRODUCER, sample_events, sample_json_lines
 
-TYPES = list(PAYLOAD_TYPES)
+TYPES = list(event_types.names())
 
 
 def cas_is_valid(cas: str) -> bool:
