@@ -68,12 +68,14 @@ class Runtime:
         self.timers = Timers()
         self.dlq_monitor: DlqMonitor | None = None
         self.failed = threading.Event()
+        # Each type's schema read and compiled now: a broken one stops start-up, not a record.
+        sources = {event_type: SCHEMA_SOURCES[event_type] for event_type in settings.event_types}
         # Framed Avro's writer schemas, shared by every listener, behind their own breaker.
         self.writer_schemas: WriterSchemas | None = None
         if settings.schema_registry_url:
             self.writer_schemas = WriterSchemas.from_url(
                 settings.schema_registry_url,
-                dict(SCHEMA_SOURCES),
+                sources,
                 timeout_s=settings.schema_registry_timeout_s,
                 guard=self.breakers.get("schema_registry"),
             )

@@ -16,29 +16,23 @@ not a verdict on the record, which the caller holds until the registry answers.
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import struct
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC
-from importlib.resources import files
 from typing import Any, Final
 
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from common import event_types
-from common.event_types import EventType
+from schemas.compiled import SCHEMA_SOURCES, SCHEMAS, CompiledType, compiled
 from schemas.events import Event
 from schemas.registry import WriterSchemas, frame_id, framed
-from schemas.rules import FIELD_RULES
 from schemas.validation import (
     MAX_JSON_DEPTH,
-    Check,
     InvalidEvent,
-    compile_checker,
     datetime_to_millis,
     json_depth_exceeds,
     json_type,
@@ -70,108 +64,7 @@ DEFAULT_MAX_BYTES: Final = 1_048_576
 
 Headers = Sequence[tuple[str, bytes | None]]
 
-# --- Schemas: read and compiled once, at import ------------------------------------------------
-
-
-def _source(event_type: EventType) -> dict[str, Any]:
-    if event_type.schema is not None:
-        text = event_type.schema.read_text(encoding="utf-8")
-    else:
-        # importlib.resources, not __file__: works from a wheel or zip as well as a checkout.
-        text = (files("schemas") / "avro" / f"{event_type.name}.avsc").read_text(encoding="utf-8")
-    return json.loads(text)  # type: ignore[no-any-return]
-
-
-def _without_logical_types(schema: Any) -> Any:
-    """`schema` with every logicalType removed (the bytes on the wire are the same).
-
-    fastavro reads and writes with this plain form so that it hands back the raw string and
-    long; the shared checker then converts them exactly as it does for JSON. Otherwise a
-    malformed UUID would surface as a fastavro ValueError indistinguishable from bad bytes.
-    """
-    if isinstance(schema, dict):
-        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical_types(s) for s in schema]
-    return schema
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """One registered event type, its schema read, parsed and compiled (once per type)."""
-
-    spec: EventType
-    source: dict[str, Any]  # as in the .avsc file
-    parsed: Any  # fastavro's, logical types included
-    wire: Any  # fastavro's, without logical types (see _without_logical_types)
-    check: Check
-    payload_fields: tuple[str, ...]
-
-
-_compiled: dict[str, _Compiled] = {}
-
-
-def _compile(event_type: EventType) -> _Compiled:
-    source = _source(event_type)
-    parsed = parse_schema(copy.deepcopy(source))
-    names = event_type.payload_fields
-    schema_names = tuple(f["name"] for f in _payload_record(source)["fields"])
-    if names != schema_names:
-        raise ValueError(
-            f"{event_type.name}: the payload dataclass's fields {list(names)} must be the "
-            f"schema's payload fields, in order: {list(schema_names)}"
-        )
-    wire = parse_schema(_without_logical_types(source))
-    return _Compiled(event_type, source, parsed, wire, compile_checker(parsed, FIELD_RULES), names)
-
-
-def _payload_record(source: dict[str, Any]) -> dict[str, Any]:
-    by_name = {f["name"]: f["type"] for f in source.get("fields", ())}
-    record = by_name.get("payload")
-    if not isinstance(record, dict) or record.get("type") != "record":
-        raise ValueError(f"schema {source.get('name')!r}: no `payload` record field")
-    return record
-
-
-def compiled(name: str) -> _Compiled | None:
-    """The compiled schema of registered type `name`; None for a name nobody registered.
-
-    Compiled on first use and kept while the registration stands: a type registered again
-    (a test's own) is compiled again."""
-    entry = _compiled.get(name)
-    spec = event_types.get(name)
-    if entry is not None and entry.spec is spec:
-        return entry
-    if spec is None:
-        return None
-    entry = _compile(spec)
-    _compiled[name] = entry
-    return entry
-
-
-class _Schemas(Mapping[str, Any]):
-    """A read-only mapping over the registered types, reading one field of `_Compiled`."""
-
-    def __init__(self, attribute: str) -> None:
-        self._attribute = attribute
-
-    def __getitem__(self, name: str) -> Any:
-        entry = compiled(name)
-        if entry is None:
-            raise KeyError(name)
-        return getattr(entry, self._attribute)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(tuple(event_types.registered()))
-
-    def __len__(self) -> int:
-        return len(event_types.registered())
-
-
-SCHEMAS: Final[Mapping[str, Any]] = _Schemas("parsed")
-"""The parsed schema of each event type, logical types included (e.g. to register them)."""
-SCHEMA_SOURCES: Final[Mapping[str, dict[str, Any]]] = _Schemas("source")
-"""Each event type's schema as JSON, as in its .avsc file (to register, or to check against)."""
+# The registered types' schemas, parsed and compiled once per type: schemas/compiled.py.
 
 # What fastavro raises on truncated or garbage input (found by fuzzing, see the unit tests).
 # Deliberately not `Exception`: a TypeError or AttributeError would be a bug in this module or
@@ -288,7 +181,7 @@ def _read_json(value: bytes) -> dict[str, Any]:
     return obj
 
 
-def _read_avro(value: bytes, schema: _Compiled) -> dict[str, Any]:
+def _read_avro(value: bytes, schema: CompiledType) -> dict[str, Any]:
     expected_type = schema.spec.name
     stream = io.BytesIO(value)
     try:
@@ -309,7 +202,9 @@ def _read_avro(value: bytes, schema: _Compiled) -> dict[str, Any]:
     return datum  # type: ignore[return-value]
 
 
-def _read_framed(value: bytes, schema: _Compiled, registry: WriterSchemas | None) -> dict[str, Any]:
+def _read_framed(
+    value: bytes, schema: CompiledType, registry: WriterSchemas | None
+) -> dict[str, Any]:
     schema_id = frame_id(value)
     if registry is None:
         raise InvalidEvent(
@@ -353,7 +248,7 @@ def _resolve(framed_bytes: bytes, writer: Any, reader: Any, what: str) -> Any:
 # --- Encoding ------------------------------------------------------------------------------
 
 
-def _datum(event: Event) -> tuple[_Compiled, dict[str, Any]]:
+def _datum(event: Event) -> tuple[CompiledType, dict[str, Any]]:
     """The event's compiled schema, and the event as an Avro-shaped dict, occurred_at still a
     datetime."""
     schema = compiled(event.event_type)
