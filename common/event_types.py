@@ -28,6 +28,8 @@ _NAME = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
 
 Sample = Callable[[int, Random], tuple[str, Any]]
 """`sample(n, rng)`: the key and a valid payload of the n-th sample event (n from 1)."""
+Rule = Callable[[str, Any], None]
+"""`rule(path, value)`: raises schemas' InvalidEvent when a value its type allows is invalid."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,6 +41,8 @@ class EventType:
     # The reader schema (.avsc); None: the `schemas` package's avro/<name>.avsc.
     schema: Path | None = None
     sample: Sample | None = None  # for `qchem-events sample`, tests and benchmarks
+    # What Avro cannot express, by field path (e.g. "payload.to"; schemas/rules.py).
+    rules: Mapping[str, Rule] = field(default_factory=dict)
     retries: int | None = None  # the default of RETRIES_PER_TYPE (None: RETRIES)
     critical: bool = False  # in the default CRITICAL_TYPES: dead letters wait for a person
     auto_redrive: bool = False  # in the default AUTO_REDRIVE_TYPES

@@ -21,6 +21,7 @@ from schemas.events import (
     EmailPayload,
     ReportPayload,
 )
+from schemas.rules import address_rule, one_line_rule, subject_rule
 
 __all__ = ["BUILT_IN", "CAS_NUMBERS", "STATUSES"]
 
@@ -101,6 +102,8 @@ def _chemical_lookup_sample(n: int, rng: random.Random) -> tuple[str, Any]:
     return chem, ChemicalLookupPayload(chem, cas)
 
 
+_REPORT_FIELDS = ("report_id", "report_type", "requested_by", "parameters")
+
 BUILT_IN: tuple[EventType, ...] = tuple(
     register(event_type)
     for event_type in (
@@ -111,8 +114,21 @@ BUILT_IN: tuple[EventType, ...] = tuple(
             critical=True,  # a status change nobody applied must be decided by a person
         ),
         # Scenario 2: emails get attempts 1, 2, 3 then the DLQ, redriven while SMTP is up.
-        EventType("Email", EmailPayload, sample=_email_sample, retries=2, auto_redrive=True),
-        EventType("Report", ReportPayload, sample=_report_sample),
+        EventType(
+            "Email",
+            EmailPayload,
+            sample=_email_sample,
+            rules={"payload.to": address_rule, "payload.subject": subject_rule},
+            retries=2,
+            auto_redrive=True,
+        ),
+        EventType(
+            "Report",
+            ReportPayload,
+            sample=_report_sample,
+            # Every field ends up in the report text (consumers/handlers/report.py).
+            rules={f"payload.{name}": one_line_rule for name in _REPORT_FIELDS},
+        ),
         EventType(
             "ChemicalLookup", ChemicalLookupPayload, sample=_chemical_lookup_sample, critical=True
         ),

@@ -21,7 +21,7 @@ from fastavro import parse_schema
 
 from common import event_types
 from common.event_types import EventType
-from schemas.rules import FIELD_RULES
+from schemas.rules import ENVELOPE_RULES
 from schemas.validation import Check, compile_checker
 
 __all__ = ["SCHEMAS", "SCHEMA_SOURCES", "CompiledType", "compiled"]
@@ -75,10 +75,23 @@ def _compile(event_type: EventType) -> CompiledType:
             f"{event_type.name}: the payload dataclass's fields {list(names)} must be the "
             f"schema's payload fields, in order: {list(schema_names)}"
         )
+    rules = {**ENVELOPE_RULES, **event_type.rules}
+    unknown = set(rules) - _field_paths(source)
+    if unknown:
+        raise ValueError(f"{event_type.name}: rules for fields its schema lacks: {sorted(unknown)}")
     wire = parse_schema(_without_logical_types(source))
-    return CompiledType(
-        event_type, source, parsed, wire, compile_checker(parsed, FIELD_RULES), names
-    )
+    return CompiledType(event_type, source, parsed, wire, compile_checker(parsed, rules), names)
+
+
+def _field_paths(record: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every field path of a record schema ("key", "payload", "payload.to", ...)."""
+    paths = set()
+    for field in record["fields"]:
+        path = f"{prefix}{field['name']}"
+        paths.add(path)
+        if isinstance(field["type"], dict) and field["type"].get("type") == "record":
+            paths |= _field_paths(field["type"], path + ".")
+    return paths
 
 
 def _payload_record(source: dict[str, Any]) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def _string_problem(value: str) -> str | None:
     return None
 
 
-Rule = Callable[[str, Any], None]
+Rule = event_types.Rule  # rule(path, value): raises InvalidEvent (schemas/rules.py)
 
 
 def _string(path: str, rule: Rule | None = None) -> Check:

@@ -16,6 +16,7 @@ from consumers.handlers import HANDLER_TYPES, build_handler, register_handler
 from consumers.handlers.report import ReportHandler
 from schemas import codec
 from schemas.codec import AVRO, InvalidEvent, decode, encode_avro, encode_json, headers_for
+from schemas.rules import one_line_rule
 from schemas.samples import sample_events
 from tests.support import toy
 
@@ -86,6 +87,35 @@ def test_a_payload_that_does_not_mirror_its_schema_fails_at_first_use() -> None:
     try:
         with pytest.raises(ValueError, match=r"must be the schema's payload fields, in order"):
             decode(b"{}", None, toy.NAME)
+    finally:
+        event_types.unregister(toy.NAME)
+
+
+def test_a_rule_for_a_field_its_schema_lacks_fails_at_first_use() -> None:
+    def positive(path: str, value: object) -> None:
+        pass
+
+    event_types.register(replace(toy.TALLY, rules={"payload.amout": positive}))
+    try:
+        with pytest.raises(
+            ValueError, match=r"rules for fields its schema lacks: \['payload.amout'\]"
+        ):
+            decode(b"{}", None, toy.NAME)
+    finally:
+        event_types.unregister(toy.NAME)
+
+
+def test_its_registration_gives_its_field_rules() -> None:
+    event = sample_events("Report", 1)[0]  # any event: only its Tally-shaped copy is decoded
+    document = json.loads(encode_json(event))
+    document.update(event_type=toy.NAME, payload={"counter": "two\nlines", "amount": 1})
+    value = json.dumps(document).encode()
+    with toy.registered():
+        assert decode(value, None, toy.NAME).payload.counter == "two\nlines"
+    event_types.register(replace(toy.TALLY, rules={"payload.counter": one_line_rule}))
+    try:
+        with pytest.raises(InvalidEvent, match=r"control_character: payload\.counter"):
+            decode(value, None, toy.NAME)
     finally:
         event_types.unregister(toy.NAME)
 
