@@ -46,7 +46,6 @@ class EventType:
     retries: int | None = None  # the default of RETRIES_PER_TYPE (None: RETRIES)
     critical: bool = False  # in the default CRITICAL_TYPES: dead letters wait for a person
     auto_redrive: bool = False  # in the default AUTO_REDRIVE_TYPES
-    doc: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

@@ -12,6 +12,7 @@ package registers them.
 from __future__ import annotations
 
 import random
+from dataclasses import fields
 from typing import Any
 
 from common.event_types import EventType, register
@@ -102,8 +103,6 @@ def _chemical_lookup_sample(n: int, rng: random.Random) -> tuple[str, Any]:
     return chem, ChemicalLookupPayload(chem, cas)
 
 
-_REPORT_FIELDS = ("report_id", "report_type", "requested_by", "parameters")
-
 BUILT_IN: tuple[EventType, ...] = tuple(
     register(event_type)
     for event_type in (
@@ -127,7 +126,7 @@ BUILT_IN: tuple[EventType, ...] = tuple(
             ReportPayload,
             sample=_report_sample,
             # Every field ends up in the report text (consumers/handlers/report.py).
-            rules={f"payload.{name}": one_line_rule for name in _REPORT_FIELDS},
+            rules={f"payload.{f.name}": one_line_rule for f in fields(ReportPayload)},
         ),
         EventType(
             "ChemicalLookup", ChemicalLookupPayload, sample=_chemical_lookup_sample, critical=True

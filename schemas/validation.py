@@ -2,7 +2,7 @@
 
 Both wire formats end here: the JSON path hands over the dict `json` parsed, the Avro path the
 dict fastavro read. One checker per event type is compiled from the parsed `.avsc` once (by
-schemas/codec.py, at the type's first use) into plain closures, so a decode costs a few dict
+schemas/compiled.py, at the type's first use) into plain closures, so a decode costs a few dict
 look-ups and `type(...) is` tests per field - no schema walking per call - and a schema change
 can never leave the JSON and the Avro paths disagreeing about what is valid. Rules Avro cannot
 express (a non-empty key, an address with '@') are given to the compiler keyed by field path
