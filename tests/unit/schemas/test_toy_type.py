@@ -138,3 +138,19 @@ def test_a_handler_needs_a_registered_type() -> None:
         register_handler(FaxHandler)
     with pytest.raises(ValueError, match="no handler for event type 'Tally'"):
         build_handler(toy.NAME, load_settings(_env_file=None))
+
+
+def test_a_broken_registration_stops_the_runtime_before_it_consumes() -> None:
+    from consumers.runtime import Runtime
+
+    @dataclass(frozen=True)
+    class Short:
+        counter: str
+
+    event_types.register(replace(toy.TALLY, payload=Short))
+    try:
+        settings = load_settings(_env_file=None, event_types="Tally")
+        with pytest.raises(ValueError, match="must be the schema's payload fields"):
+            Runtime(settings)
+    finally:
+        event_types.unregister(toy.NAME)
