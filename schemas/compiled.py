@@ -4,8 +4,10 @@ The registry (common/event_types.py) says where a type's `.avsc` is; this module
 fastavro parse it twice (as written, and without logical types for the wire - see
 `_without_logical_types`), compiles its checker (schemas/validation.py, with the field rules
 of schemas/rules.py), and checks that the payload dataclass mirrors the schema's payload
-record. A type registered at run time (a test's) is compiled at its first use, like a
-built-in one; registered again, it is compiled again.
+record. With the same parsed schema, rules and payload class it builds the type's fast
+decoder for plain JSON (schemas/fast_json.py), or None when the schema uses something the fast
+path cannot express. A type registered at run time (a test's) is compiled at its first use,
+like a built-in one; registered again, it is compiled again.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from fastavro import parse_schema
 
 from common import event_types
 from common.event_types import EventType
+from schemas.fast_json import FastDecoder, Unsupported, fast_decoder
 from schemas.rules import ENVELOPE_RULES
-from schemas.validation import Check, compile_checker
+from schemas.validation import Check, Rule, compile_checker
 
 __all__ = ["SCHEMAS", "SCHEMA_SOURCES", "CompiledType", "compiled"]
 
@@ -60,6 +63,9 @@ class CompiledType:
     wire: Any  # fastavro's, without logical types (see _without_logical_types)
     check: Check
     payload_fields: tuple[str, ...]
+    # The msgspec fast path for plain JSON values: an Event equal to check's, or None when
+    # it is not sure (then check decides). None: a schema the fast path cannot express.
+    fast: FastDecoder | None
 
 
 _compiled: dict[str, CompiledType] = {}
@@ -80,7 +86,16 @@ def _compile(event_type: EventType) -> CompiledType:
     if unknown:
         raise ValueError(f"{event_type.name}: rules for fields its schema lacks: {sorted(unknown)}")
     wire = parse_schema(_without_logical_types(source))
-    return CompiledType(event_type, source, parsed, wire, compile_checker(parsed, rules), names)
+    check = compile_checker(parsed, rules)
+    fast = _fast(parsed, rules, event_type)
+    return CompiledType(event_type, source, parsed, wire, check, names, fast)
+
+
+def _fast(parsed: Any, rules: dict[str, Rule], event_type: EventType) -> FastDecoder | None:
+    try:
+        return fast_decoder(parsed, rules, event_type.payload, event_type.name)
+    except Unsupported:
+        return None  # the type's values all take the slow path
 
 
 def _field_paths(record: dict[str, Any], prefix: str = "") -> set[str]:
