@@ -106,6 +106,8 @@ class Pipeline:
         self.telemetry = telemetry
         # Nothing to do outside the database: no worker hand-off (see the module docstring).
         self.inline = getattr(type(handler), "perform", None) is nothing_outside_the_database
+        # Set-based effects (BatchHandler) for what performs nothing outside the database.
+        self.apply_batch = getattr(handler, "apply_batch", None) if self.inline else None
 
     # -- poll thread ------------------------------------------------------------------------
 
@@ -200,6 +202,8 @@ class Pipeline:
             **self._identity(work),
             status=Status.SUCCEEDED,
             apply=partial(self.handler.apply, event=event, performed=performed),
+            apply_batch=self.apply_batch if performed is None else None,
+            item=event,
             processing_ms=int((time.monotonic() - work.started) * 1000),
             on_done=partial(self.written, work, performed),
         )

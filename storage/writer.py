@@ -90,6 +90,10 @@ class WriteRequest:
     processing_ms: int | None = None
     # The handler's database effect; only for SUCCEEDED, which also writes the dedup row.
     apply: Callable[[Connection], None] | None = None
+    # The handler's set-based effect (consumers/handlers/base.py BatchHandler), called once
+    # with the `item`s of every fresh request of the transaction that has the same one.
+    apply_batch: Callable[[Connection, list[Any]], None] | None = None
+    item: Any = None
     # A dead letter's row of the DLQ index (storage/dlq_index.py), written with its record.
     dlq_entry: dict[str, Any] | None = None
     result: WriteResult | BaseException | None = field(default=None, init=False)
@@ -259,11 +263,13 @@ class BatchWriter:
     ) -> None:
         successes = [r for r in batch if r.status is Status.SUCCEEDED]
         fresh = self._insert_dedup_rows(conn, successes)
+        if not savepoints:
+            self._apply_sets(conn, [r for r in successes if id(r) in fresh])
         for request in successes:
             if id(request) not in fresh:
                 request.result = WriteResult.DUPLICATE
                 continue
-            if request.apply is None:
+            if request.apply is None or request.result is not None:
                 request.result = WriteResult.APPLIED
                 continue
             if not savepoints:
@@ -303,6 +309,23 @@ class BatchWriter:
                 request.result = WriteResult.RECORDED
         self._upsert_event_records(conn, batch)
         dlq_index.insert_entries(conn, [r.dlq_entry for r in batch if r.dlq_entry is not None])
+
+    @staticmethod
+    def _apply_sets(conn: Connection, fresh: list[WriteRequest]) -> None:
+        """The set-based effects: one `apply_batch` call per handler for its fresh requests,
+        in submission order. A failure rolls the transaction back and the batch is written
+        again with a savepoint per event (`_transaction`), one `apply` at a time."""
+        sets: dict[Callable[[Connection, list[Any]], None], list[WriteRequest]] = {}
+        for request in fresh:
+            if request.apply_batch is not None:
+                sets.setdefault(request.apply_batch, []).append(request)
+        for apply_batch, requests in sets.items():
+            try:
+                apply_batch(conn, [r.item for r in requests])
+            except Exception as exc:
+                raise _EffectFailed from exc
+            for request in requests:
+                request.result = WriteResult.APPLIED
 
     @staticmethod
     def _insert_dedup_rows(conn: Connection, requests: list[WriteRequest]) -> set[int]:

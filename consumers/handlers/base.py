@@ -44,3 +44,16 @@ class Handler(Protocol):
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Database effects, inside the event's transaction."""
         ...
+
+
+class BatchHandler(Handler, Protocol):
+    """A database-only handler that can also apply many events in one go (set-based).
+
+    `apply_batch(conn, events)` must leave the database exactly as `apply` called on each
+    event in list order would (the list is in submission order: per key, offset order). The
+    writer calls it for the fresh events of a transaction; if it raises, the transaction is
+    rolled back and written again event by event with `apply`, so only the failing event
+    fails. Only for handlers whose `perform` returns nothing (`nothing_outside_the_database`).
+    """
+
+    def apply_batch(self, conn: Connection, events: list[Event]) -> None: ...

@@ -18,7 +18,66 @@ from sqlalchemy.engine import Connection
 from common.settings import Settings
 from consumers.handlers.base import nothing_outside_the_database
 from schemas.events import ChemicalStatusPayload, Event
+from storage import bulk
 from storage.models import chemical_status_history, chemicals
+
+# The set-based form of `apply` for a whole batch, in one statement (one round trip): the
+# result is the same as applying the events one by one in list order. An event is "applied"
+# when it is newer than both the status in place and every earlier event of the batch for
+# its chemical; the newest applied event of each chemical is upserted (with the newest known
+# CAS number), guarded by the same "newer" condition as `apply` against a concurrent writer;
+# every event gets its history row, in list order. "Newer" compares (occurred_at, event_id
+# in byte order) as one fixed-width text key: microseconds, then the canonical 36-character
+# UUID. The chemicals in place are locked (in id order) so that the flags hold.
+_RANK = "to_char({at} AT TIME ZONE 'UTC', 'YYYYMMDDHH24MISSUS') || {event_id}"
+APPLY_BATCH = f"""
+WITH incoming AS (
+    SELECT t.*, {_RANK.format(at="t.occurred_at", event_id="t.event_id")} COLLATE "C" AS rank
+    FROM unnest(%(chemical_id)s::text[], %(cas_number)s::text[], %(status)s::text[],
+                %(regulation)s::text[], %(occurred_at)s::timestamptz[], %(event_id)s::text[])
+         WITH ORDINALITY
+         AS t(chemical_id, cas_number, status, regulation, occurred_at, event_id, n)
+), in_place AS (
+    SELECT c.chemical_id,
+           {_RANK.format(at="c.status_occurred_at", event_id="c.status_event_id")}
+               COLLATE "C" AS rank
+    FROM chemicals c
+    WHERE c.chemical_id IN (SELECT chemical_id FROM incoming)
+    ORDER BY c.chemical_id
+    FOR UPDATE
+), judged AS (
+    SELECT i.*, i.rank > GREATEST(
+               coalesce(p.rank, ''),
+               coalesce(max(i.rank) OVER (PARTITION BY i.chemical_id ORDER BY i.n
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')) AS applied
+    FROM incoming i LEFT JOIN in_place p USING (chemical_id)
+), newest AS (
+    SELECT DISTINCT ON (j.chemical_id) j.chemical_id, j.status, j.regulation, j.occurred_at,
+           j.event_id,
+           (SELECT k.cas_number FROM judged k
+            WHERE k.chemical_id = j.chemical_id AND k.applied AND k.cas_number IS NOT NULL
+            ORDER BY k.rank DESC LIMIT 1) AS cas_number
+    FROM judged j WHERE j.applied
+    ORDER BY j.chemical_id, j.rank DESC
+), upserted AS (
+    INSERT INTO chemicals AS c
+        (chemical_id, cas_number, status, regulation, status_occurred_at, status_event_id)
+    SELECT chemical_id, cas_number, status, regulation, occurred_at, event_id FROM newest
+    ON CONFLICT (chemical_id) DO UPDATE SET
+        status = EXCLUDED.status,
+        regulation = EXCLUDED.regulation,
+        cas_number = coalesce(EXCLUDED.cas_number, c.cas_number),
+        status_occurred_at = EXCLUDED.status_occurred_at,
+        status_event_id = EXCLUDED.status_event_id,
+        updated_at = now()
+    WHERE c.status_occurred_at < EXCLUDED.status_occurred_at
+       OR (c.status_occurred_at = EXCLUDED.status_occurred_at
+           AND c.status_event_id COLLATE "C" < EXCLUDED.status_event_id COLLATE "C")
+)
+INSERT INTO chemical_status_history
+    (chemical_id, status, regulation, occurred_at, event_id, applied)
+SELECT chemical_id, status, regulation, occurred_at, event_id, applied FROM judged ORDER BY n
+"""
 
 
 class ChemicalStatusHandler:
@@ -41,6 +100,22 @@ class ChemicalStatusHandler:
 
     # Nothing happens outside the database for a status change.
     perform = nothing_outside_the_database
+
+    def apply_batch(self, conn: Connection, events: list[Event]) -> None:
+        """`apply` for every event, in order, in one statement (APPLY_BATCH above)."""
+        payloads: list[ChemicalStatusPayload] = [e.payload for e in events]
+        bulk.execute(
+            conn,
+            APPLY_BATCH,
+            {
+                "chemical_id": [p.chemical_id for p in payloads],
+                "cas_number": [p.cas_number for p in payloads],
+                "status": [p.status for p in payloads],
+                "regulation": [p.regulation for p in payloads],
+                "occurred_at": [e.occurred_at for e in events],
+                "event_id": [e.event_id for e in events],
+            },
+        )
 
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Upsert the status unless a newer one is in place, then record the event."""
