@@ -104,18 +104,15 @@ class ChemicalStatusHandler:
     def apply_batch(self, conn: Connection, events: list[Event]) -> None:
         """`apply` for every event, in order, in one statement (APPLY_BATCH above)."""
         payloads: list[ChemicalStatusPayload] = [e.payload for e in events]
-        bulk.execute(
-            conn,
-            APPLY_BATCH,
-            {
-                "chemical_id": [p.chemical_id for p in payloads],
-                "cas_number": [p.cas_number for p in payloads],
-                "status": [p.status for p in payloads],
-                "regulation": [p.regulation for p in payloads],
-                "occurred_at": [e.occurred_at for e in events],
-                "event_id": [e.event_id for e in events],
-            },
-        )
+        columns: dict[str, list[Any]] = {
+            "chemical_id": [p.chemical_id for p in payloads],
+            "cas_number": [p.cas_number for p in payloads],
+            "status": [p.status for p in payloads],
+            "regulation": [p.regulation for p in payloads],
+            "occurred_at": [e.occurred_at for e in events],
+            "event_id": [e.event_id for e in events],
+        }
+        bulk.execute(conn, APPLY_BATCH, {k: bulk.array_literal(v) for k, v in columns.items()})
 
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Upsert the status unless a newer one is in place, then record the event."""
