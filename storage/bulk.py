@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
@@ -62,14 +62,21 @@ def array_literal(values: Iterable[Any]) -> str:
 
     Every element is quoted, so any text is safe but NUL (which PostgreSQL text refuses
     anyway); None is NULL; numbers and datetimes are written with str(), which PostgreSQL
-    reads back exactly (a datetime with its UTC offset)."""
-    return "{" + ",".join(_element(v) for v in values) + "}"
+    reads back exactly (a datetime with its UTC offset). Written for speed (it runs for every
+    cell the writer sends): no call per element, and escaping only when some text needs it."""
+    texts = [v if v.__class__ is str or v is None else str(v) for v in values]
+    if not texts:
+        return "{}"
+    if None in texts:
+        return "{" + ",".join("NULL" if t is None else _quoted(t) for t in texts) + "}"
+    strings = cast(list[str], texts)  # no None left
+    joined = '","'.join(strings)
+    if "\\" in joined or joined.count('"') != 2 * (len(strings) - 1):
+        return "{" + ",".join(_quoted(t) for t in strings) + "}"
+    return '{"' + joined + '"}'
 
 
-def _element(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    text = value if isinstance(value, str) else str(value)
+def _quoted(text: str) -> str:
     if "\\" in text or '"' in text:
         text = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -58,3 +60,19 @@ def test_numbers_and_times_come_back_unchanged(
 
 def test_an_empty_column_is_an_empty_array(db_engine: Engine) -> None:
     assert _round_trip(db_engine, [], "text") == []
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))),
+        ),
+        max_size=8,
+    )
+)
+def test_any_texts_come_back_unchanged(db_engine: Engine, values: list[str | None]) -> None:
+    assert _round_trip(db_engine, values, "text") == values
