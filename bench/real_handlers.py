@@ -30,6 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bench import common as c
@@ -129,6 +130,13 @@ def run_app(settings: Settings, n: int, args: argparse.Namespace, engine: Engine
             process.wait(timeout=60)
 
 
+def forget_reports(engine: Engine, report_ids: list[str]) -> None:
+    """Sample report ids are the same every run (RPT-2026-000001...): the reports an earlier
+    run stored under them would make this run's events conflicts (to the DLQ)."""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM reports WHERE report_id = ANY(:ids)"), {"ids": report_ids})
+
+
 def run_round(
     event_type: str, order: list[str], args: argparse.Namespace, smtp: SmtpSink, engine: Engine
 ) -> dict[str, Any]:
@@ -138,9 +146,10 @@ def run_round(
     # Keys repeat (1,000 chemicals, recipients) except for Report, whose key is the report id:
     # a second event asking for a taken report id is a conflict that goes to the DLQ.
     keys = None if event_type == "Report" else 1000
-    data = [
-        (e.key.encode(), encode_json(e)) for e in sample_events(event_type, args.events, keys=keys)
-    ]
+    events = sample_events(event_type, args.events, keys=keys)
+    data = [(e.key.encode(), encode_json(e)) for e in events]
+    if event_type == "Report":
+        forget_reports(engine, [e.payload.report_id for e in events])
     out: dict[str, Any] = {}
     try:
         c.produce(args.bootstrap, names.main, data)
