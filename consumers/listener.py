@@ -90,6 +90,7 @@ class Listener:
         *,
         names: TopicNames,
         pipeline: Pipeline,
+        book: OffsetBook,
         kafka_config: dict[str, Any],
         max_in_flight: int,
         group_protocol: GroupProtocol = "consumer",
@@ -104,7 +105,7 @@ class Listener:
         self.names = names
         self.event_type = names.event_type
         self.pipeline = pipeline
-        self.book: OffsetBook = pipeline.book
+        self.book = book  # shared with the pipeline, which marks what is done
         self.consumer = Consumer(consumer_config(kafka_config, names.group, group_protocol))
         self.telemetry = telemetry
         self.pauses = PauseBook(self.consumer, telemetry)
@@ -275,7 +276,7 @@ class Listener:
                 headers,
                 expected_origin_topic=self.names.main,
                 expected_group=self.names.group,
-                max_attempt=self.pipeline.policy.retries + 1,
+                max_attempt=self.pipeline.max_attempt(),
                 now_ms=now_ms(),
             )
         except rh.BadRetryHeaders as exc:
@@ -319,12 +320,11 @@ class Listener:
                 self.pauses.add(owned, "backpressure")
         elif in_flight <= self.max_in_flight // 2:
             self.pauses.remove(owned, "backpressure")
-        if self.pipeline.database_down_since is not None:
+        if self.pipeline.database_is_down():
             self.pauses.add(owned, "database")
         else:
             self.pauses.remove(owned, "database")
-        guard = self.pipeline.guard
-        if guard is not None and guard.is_open():
+        if self.pipeline.breaker_open():
             self.pauses.add(owned, "breaker")
         else:
             self.pauses.remove(owned, "breaker")

@@ -11,7 +11,6 @@ it (ops/app.py). What it reports goes through the `Telemetry` it is given
 
 from __future__ import annotations
 
-import random
 import threading
 from functools import partial
 
@@ -20,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from common.telemetry import NULL_TELEMETRY, Telemetry
-from consumers.breakers import Breakers
+from consumers.breakers import Breakers, DependencyGuard
 from consumers.dispatch import KeyedDispatcher
 from consumers.dlq_monitor import DlqMonitor
 from consumers.handlers import build_handler
@@ -30,12 +29,13 @@ from consumers.offsets import OffsetBook
 from consumers.processing import Pipeline
 from consumers.timers import Timers
 from retry_topics import policy
+from retry_topics.failure import Hold
 from retry_topics.naming import topic_names
 from retry_topics.policy import RetryPolicy
 from retry_topics.router import DeliveryProducer
 from schemas.codec import SCHEMA_SOURCES
 from schemas.registry import WriterSchemas
-from storage.db import make_engine, migrate
+from storage.db import database_answers, make_engine, migrate
 from storage.secrets import replay_signing_key
 from storage.writer import BatchWriter
 
@@ -102,15 +102,15 @@ class Runtime:
         names = topic_names(s, event_type)
         telemetry = self.telemetry.for_event_type(event_type)
         handler = self._handler_overrides.get(event_type) or build_handler(event_type, s)
-        guard = self.breakers.get(handler.dependency) if handler.dependency else None
-        if guard is not None:
-            self.telemetry.breaker_state(guard.name, "closed")
-            # The dependency's own health check: probing with no traffic (the DLQ monitor).
-            guard.probe = guard.probe or getattr(handler, "probe", None)
+        guard = self._guard(handler)
         dispatcher = KeyedDispatcher(
             s.concurrency, name=f"{names.group}-worker", on_crash=self._worker_crashed
         )
-        writer = self._writer(event_type, names.group)
+        # One hold for the writer and the pipeline: the backoff and the database's down mark.
+        probe = partial(database_answers, self.engine)
+        hold = Hold(self.timers, probe=probe, names=names, telemetry=telemetry)
+        writer = self._writer(names.group, hold)
+        book = OffsetBook()  # the pipeline marks what is done, the listener commits it
         pipeline = Pipeline(
             event_type=event_type,
             names=names,
@@ -118,9 +118,10 @@ class Runtime:
             policy=RetryPolicy(retries=s.retries_for(event_type)),
             writer=writer,
             producer=self.producer,
-            book=OffsetBook(),
+            book=book,
             dispatcher=dispatcher,
             timers=self.timers,
+            hold=hold,
             guard=guard,
             payload_log_bytes=s.log_payload_max_bytes,
             redact_fields=s.log_redact_fields,
@@ -129,6 +130,7 @@ class Runtime:
         listener = Listener(
             names=names,
             pipeline=pipeline,
+            book=book,
             kafka_config=s.kafka_common_config(),
             group_protocol=s.kafka_group_protocol,
             max_in_flight=s.max_in_flight,
@@ -149,7 +151,17 @@ class Runtime:
         self._threads.append(thread)
         thread.start()
 
-    def _writer(self, event_type: str, group: str) -> BatchWriter:
+    def _guard(self, handler: Handler) -> DependencyGuard | None:
+        """The breaker of the handler's dependency, if it has one."""
+        if not handler.dependency:
+            return None
+        guard = self.breakers.get(handler.dependency)
+        self.telemetry.breaker_state(guard.name, "closed")
+        # The dependency's own health check: probing with no traffic (the DLQ monitor).
+        guard.probe = guard.probe or getattr(handler, "probe", None)
+        return guard
+
+    def _writer(self, group: str, hold: Hold) -> BatchWriter:
         assert self.engine is not None
         s = self.settings
         return BatchWriter(
@@ -158,13 +170,10 @@ class Runtime:
             batch_max=s.write_batch_max,
             name=f"{group}-writer",
             on_batch=lambda n, _t: self.telemetry.write_batch(n),
-            # The policy's rules, given here: storage sits below retry_topics.
+            # The failure path's rules, given here: storage sits below retry_topics.
             is_database_down=policy.database_down,
-            hold_delay_s=partial(policy.hold_delay_s, rng=random.Random()),
-            # Late-bound: the pipeline is built after its writer.
-            on_database=lambda down, held: self.pipelines[event_type].database_unavailable(
-                down, held
-            ),
+            hold_delay_s=hold.delay_s,
+            on_database=hold.writes_held,
         )
 
     def _run_listener(self, listener: Listener) -> None:

@@ -13,9 +13,7 @@ from schemas.events import Event
 
 NOT_PERFORMED: Any = object()
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+now_ms = rh.now_ms  # the clock of due times and first failures (retry_topics/headers.py)
 
 
 @dataclass(slots=True)

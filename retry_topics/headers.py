@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import operator
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,11 @@ MAX_TOPIC_LENGTH = 249
 MAX_DUE_AHEAD_MS = 10 * 60 * 1000
 
 Headers = list[tuple[str, bytes]]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of every time these headers carry."""
+    return int(time.time() * 1000)
 
 
 class BadRetryHeaders(ValueError):

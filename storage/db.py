@@ -40,6 +40,16 @@ def make_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
     )
 
 
+def database_answers(engine: Engine) -> bool:
+    """One `SELECT 1`: does the database take a connection and a statement now?"""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True
+
+
 def alembic_config(url: str | URL) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -44,7 +44,7 @@ from enum import StrEnum
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, text, tuple_
+from sqlalchemy import delete, tuple_
 from sqlalchemy.engine import Connection, Engine
 
 from storage import bulk, claims, dlq_index
@@ -103,7 +103,8 @@ class WriteRequest:
         return (self.group, self.origin_topic, self.origin_partition, self.origin_offset)
 
 
-# Told when the database becomes unavailable (True, requests held) and available again.
+# Told when the database becomes unavailable (True, requests held) and available again
+# (retry_topics/failure.py's `Hold.writes_held`).
 DatabaseListener = Callable[[bool, int], None]
 
 
@@ -128,7 +129,7 @@ class BatchWriter:
         self._batch_max = batch_max
         self._on_batch = on_batch
         self._is_database_down = is_database_down
-        # The same capped, jittered backoff as every other hold in place (the runtime's).
+        # The backoff of every hold in place (retry_topics/failure.py's `Hold.delay_s`).
         self._hold_delay_s = hold_delay_s
         self._on_database = on_database
         self._closing = threading.Event()
@@ -150,15 +151,6 @@ class BatchWriter:
             q.put(None)
         for thread in self._threads:
             thread.join(timeout=30)
-
-    def database_answers(self) -> bool:
-        """One `SELECT 1`: does the database take a connection and a statement now?"""
-        try:
-            with self._engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
 
     def claim_effect(
         self, group: str, topic: str, partition: int, offset: int, event_id: str
@@ -195,18 +187,7 @@ class BatchWriter:
     def _write(self, batch: list[WriteRequest]) -> None:
         started = datetime.now(UTC)
         self._write_once(batch)
-        held = 0
-        pending = self._unavailable(batch)
-        while pending and not self._closing.is_set():
-            held += 1
-            if self._on_database is not None:
-                self._on_database(True, len(pending))
-            if self._closing.wait(self._hold_delay_s(held)):
-                break
-            self._write_once(pending)  # the same requests, in the same order
-            pending = self._unavailable(pending)
-        if held and not pending and self._on_database is not None:
-            self._on_database(False, 0)
+        self._hold_while_unavailable(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch), (datetime.now(UTC) - started).total_seconds())
         for request in batch:
@@ -227,6 +208,23 @@ class BatchWriter:
                         self._transaction([request])
                     except Exception as single_exc:
                         request.result = single_exc
+
+    def _hold_while_unavailable(self, batch: list[WriteRequest]) -> None:
+        """Hold the requests that failed because the database is unavailable and write them
+        again, in the same order, after the injected backoff, until it answers or the writer
+        closes. On this thread: while it waits, no later write of theirs can overtake them."""
+        held = 0
+        pending = self._unavailable(batch)
+        while pending and not self._closing.is_set():
+            held += 1
+            if self._on_database is not None:
+                self._on_database(True, len(pending))
+            if self._closing.wait(self._hold_delay_s(held)):
+                break
+            self._write_once(pending)
+            pending = self._unavailable(pending)
+        if held and not pending and self._on_database is not None:
+            self._on_database(False, 0)
 
     def _unavailable(self, batch: list[WriteRequest]) -> list[WriteRequest]:
         """The requests that failed only because the database was unavailable."""
