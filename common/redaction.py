@@ -1,6 +1,6 @@
 """Redaction of what goes into log lines: secrets and listed fields, at any depth.
 
-Shared by the runtime (a record's payload in an "event_invalid" line, consumers/processing.py),
+Shared by the runtime (a record's payload in an "event_invalid" line, retry_topics/failure.py),
 the log configuration (ops/logging.py) and the runbook (ops/dlq_service.py), so it lives in
 the leaf package; configuring logging stays in ops.
 """

@@ -2,7 +2,7 @@
 
 Summary and paged lists are SQL over `dlq_entries`, so they answer in bounded time and memory
 however deep the DLQ is (bench/dlq_index.py). The pipeline writes an entry with the event's
-outcome (consumers/processing.py); `sync_index` adds what reached the topic otherwise (a tool,
+outcome (retry_topics/failure.py); `sync_index` adds what reached the topic otherwise (a tool,
 a crash between the broker's confirmation and the write, records older than migration 0005)
 and forgets what retention or a time purge deleted. It asks PostgreSQL which offsets between
 the low and high watermark are missing and reads only those from Kafka: when the index is

@@ -1,6 +1,6 @@
 """A dead letter as a record: its `qchem-*` headers parsed, and its row of the DLQ index.
 
-The pipeline writes the index row of every record it dead-letters (consumers/processing.py,
+The pipeline writes the index row of every record it dead-letters (retry_topics/failure.py,
 `pipeline_entry`); the runbook reads and indexes the DLQ topics with the same parser
 (ops/dlq.py, ops/dlq_query.py). Both sit above this module, which knows only the headers
 (retry_topics/headers.py) and the event codec.
