@@ -34,7 +34,8 @@ from consumers.handlers.base import Handler, nothing_outside_the_database
 from consumers.offsets import OffsetBook
 from consumers.timers import Timers
 from consumers.work import NOT_PERFORMED, Work, now_ms
-from retry_topics.failure import FailurePath, Hold, write_identity
+from retry_topics.failure import FailurePath, write_identity
+from retry_topics.hold import Hold
 from retry_topics.naming import TopicNames
 from retry_topics.policy import FailureKind, RetryPolicy, classify
 from retry_topics.router import DeliveryProducer

@@ -29,7 +29,7 @@ from consumers.offsets import OffsetBook
 from consumers.processing import Pipeline
 from consumers.timers import Timers
 from retry_topics import policy
-from retry_topics.failure import Hold
+from retry_topics.hold import Hold
 from retry_topics.naming import topic_names
 from retry_topics.policy import RetryPolicy
 from retry_topics.router import DeliveryProducer

@@ -13,7 +13,8 @@ from sqlalchemy import exc as sa_exc
 
 from common.errors import PermanentError
 from retry_topics import headers as rh
-from retry_topics.failure import DATABASE_PROBE_S, FailurePath, Hold
+from retry_topics.failure import FailurePath
+from retry_topics.hold import DATABASE_PROBE_S, Hold
 from retry_topics.naming import TopicNames
 from retry_topics.policy import RetryPolicy, hold_delay_s
 from retry_topics.router import DeliveryProducer
