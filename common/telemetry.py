@@ -19,8 +19,8 @@ from typing import Protocol
 class EventTelemetry(Protocol):
     """What one event type's listener and pipeline report."""
 
-    def accepted(self) -> None:
-        """An event was handed to the pipeline: one more in flight."""
+    def accepted(self, count: int = 1) -> None:
+        """Events were handed to the pipeline: `count` more in flight."""
 
     def abandoned(self) -> None:
         """An event left the pipeline without an outcome (its partition moved away)."""
@@ -71,7 +71,7 @@ class Telemetry(Protocol):
 class _NullEventTelemetry:
     """Reports nothing (every method a no-op)."""
 
-    def accepted(self) -> None:
+    def accepted(self, count: int = 1) -> None:
         pass
 
     def abandoned(self) -> None:

@@ -148,8 +148,10 @@ class Listener:
                 self.last_turn = time.monotonic()
                 if self._member_id is None:  # KIP-848: known at once; classic: once joined
                     self._member_id = self.consumer.memberid()
+                fetched: list[Work] = []  # handed to the pipeline together (accept_all)
                 for message in self._fetch():
-                    self._take(message)
+                    self._take(message, fetched)
+                self.pipeline.accept_all(fetched)
                 self._flow_control()
                 self._commit(force=False)
         finally:
@@ -172,7 +174,7 @@ class Listener:
 
     # -- one record -------------------------------------------------------------------------
 
-    def _take(self, message: Message) -> None:
+    def _take(self, message: Message, ready: list[Work]) -> None:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -191,9 +193,10 @@ class Listener:
         if work.schema_pending or self.schema_wait.holding(work.tp):
             self.schema_wait.hold(work)  # until the Schema Registry answers, in offset order
             return
-        self._hand_over(work)
+        self._hand_over(work, ready)
 
-    def _hand_over(self, work: Work) -> None:
+    def _hand_over(self, work: Work, ready: list[Work] | None = None) -> None:
+        """To the pipeline (or to `ready`, which the loop hands over whole), unless not due."""
         tp = work.tp
         waiting = self.not_due.get(tp)
         if waiting is not None or (work.due_ms is not None and work.due_ms > now_ms()):
@@ -208,7 +211,10 @@ class Listener:
             if len(waiting) >= MAX_NOT_DUE:
                 self.pauses.add([tp], "due")
             return
-        self.pipeline.accept(work)
+        if ready is None:
+            self.pipeline.accept(work)
+        else:
+            ready.append(work)
 
     def _bare_work(self, message: Message, headers: rh.Headers | None) -> Work:
         topic, partition, offset = (

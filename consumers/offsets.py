@@ -81,8 +81,17 @@ class OffsetBook:
                 self._partitions.setdefault(tp, PartitionOffsets())
 
     def track(self, tp: TopicPartitionKey, offset: int) -> None:
+        self.track_all([(tp, offset)])
+
+    def track_all(self, records: Iterable[tuple[TopicPartitionKey, int]]) -> None:
+        """Track many offsets (a fetched batch, in order) under one lock."""
         with self._lock:
-            self._partitions.setdefault(tp, PartitionOffsets()).track(offset)
+            partitions = self._partitions
+            for tp, offset in records:
+                partition = partitions.get(tp)
+                if partition is None:
+                    partition = partitions[tp] = PartitionOffsets()
+                partition.track(offset)
 
     def mark_done(self, tp: TopicPartitionKey, offset: int) -> bool:
         """Record a finished offset; False when the partition is no longer ours (rule 4)."""

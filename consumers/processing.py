@@ -102,14 +102,22 @@ class Pipeline:
     # -- poll thread ------------------------------------------------------------------------
 
     def accept(self, work: Work) -> None:
-        work.span = tracing.consume_span(work, self.group)
-        self.book.track(work.tp, work.offset)
-        self.telemetry.accepted()
-        if self.inline:
-            self.run(work)
-        else:
-            work.lane_taken = True
-            self.dispatcher.submit(work.lane, partial(self.run, work))
+        self.accept_all([work])
+
+    def accept_all(self, works: list[Work]) -> None:
+        """A fetched batch, in offset order: tracked and counted once (one lock, one metric
+        update - per event they were ~8% of the poll thread), then each run or dispatched."""
+        if not works:
+            return
+        self.book.track_all([(work.tp, work.offset) for work in works])
+        self.telemetry.accepted(len(works))
+        for work in works:
+            work.span = tracing.consume_span(work, self.group)
+            if self.inline:
+                self.run(work)
+            else:
+                work.lane_taken = True
+                self.dispatcher.submit(work.lane, partial(self.run, work))
 
     # -- worker threads ---------------------------------------------------------------------
 

@@ -31,8 +31,8 @@ class PrometheusEventTelemetry:
         self._replays = metrics.REPLAYS.labels(event_type)
         self._redrives = metrics.REDRIVES.labels(event_type)
 
-    def accepted(self) -> None:
-        self._in_flight.inc()
+    def accepted(self, count: int = 1) -> None:
+        self._in_flight.inc(count)
 
     def abandoned(self) -> None:
         self._in_flight.dec()

@@ -364,16 +364,14 @@ class BatchWriter:
                 r.attempts,
                 r.last_error[:2000] if r.last_error else None,
                 r.processing_ms,
-                now,
-                now,
             )
             # A duplicate must not overwrite the record of the delivery that applied it.
             (duplicates if status is Status.DUPLICATE else latest)[r.origin_key] = row
         if latest:
-            bulk.values(conn, bulk.UPSERT_EVENT_RECORDS, list(latest.values()))
+            bulk.values(conn, bulk.UPSERT_EVENT_RECORDS, list(latest.values()), shared=(now, now))
         pure_duplicates = [row for key, row in duplicates.items() if key not in latest]
         if pure_duplicates:
-            bulk.values(conn, bulk.INSERT_DUPLICATE_RECORDS, pure_duplicates)
+            bulk.values(conn, bulk.INSERT_DUPLICATE_RECORDS, pure_duplicates, shared=(now, now))
 
 
 def _without_repeats(batch: list[WriteRequest]) -> list[list[WriteRequest]]:

@@ -90,3 +90,16 @@ def test_watermark_is_always_the_lowest_unfinished(offsets: list[int], rnd: rand
         unfinished.discard(offset)
         expected = min(unfinished) if unfinished else offsets[-1] + 1
         assert p.watermark() == expected
+
+
+def test_track_all_tracks_a_fetched_batch_over_several_partitions() -> None:
+    other = ("orders", 1)
+    book = OffsetBook()
+    book.assign([TP])  # `other` is not assigned yet: tracking makes it known, as track does
+    book.track_all([(TP, 3), (other, 10), (TP, 4), (other, 11)])
+    assert book.in_flight() == 4
+    book.mark_done(TP, 4)
+    book.mark_done(other, 10)
+    assert book.to_commit() == {TP: 3, other: 11}  # TP waits at 3, still running
+    book.mark_done(TP, 3)
+    assert book.to_commit() == {TP: 5, other: 11}
