@@ -1,7 +1,8 @@
 """A listener: one consumer group reading one event type's main topic and retry tiers.
 
-The poll loop, in prose: fetch a batch; turn each record into work (decoding it, checking its
-retry headers and its due time); hand the work to the pipeline; then pause or resume
+The poll loop, in prose: fetch a batch; turn each record into work (consumers/intake.py:
+decoding it, checking its retry or replay headers); keep what is not due yet; hand the rest
+to the pipeline, the batch at once; then pause or resume
 partitions for the reasons that apply (too much in flight, a retry not yet due, a breaker
 open); and commit what is safe to commit. Everything that touches the consumer happens on
 this one thread.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, cast
+from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -20,15 +21,14 @@ from confluent_kafka.admin import AdminClient
 
 from common.settings import GroupProtocol
 from common.telemetry import NULL_EVENT_TELEMETRY, EventTelemetry
+from consumers.intake import Intake
 from consumers.offsets import OffsetBook, TopicPartitionKey
 from consumers.pausing import PauseBook
 from consumers.processing import Pipeline
 from consumers.schema_wait import SchemaWait
 from consumers.work import Work, now_ms
-from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
-from schemas.codec import InvalidEvent, decode
-from schemas.registry import RegistryUnavailable, WriterSchemas
+from schemas.registry import WriterSchemas
 
 log = structlog.get_logger(__name__)
 
@@ -111,14 +111,18 @@ class Listener:
         self.pauses = PauseBook(self.consumer, telemetry)
         self.max_in_flight = max_in_flight
         self.commit_interval_s = commit_interval_s
-        self.max_event_bytes = max_event_bytes
         self.revoke_wait_s = revoke_wait_s
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.retry_topics = {spec.name for spec in names.retry_tiers}
-        self.replay_key = replay_key  # verifies replay headers (storage/secrets.py)
+        self.intake = Intake(
+            names=names,
+            max_event_bytes=max_event_bytes,
+            max_attempt=pipeline.max_attempt,
+            writer_schemas=writer_schemas,
+            replay_key=replay_key,
+            telemetry=telemetry,
+        )
         # Retry records fetched before their due time, per partition, in offset order.
         self.not_due: dict[TopicPartitionKey, deque[Work]] = {}
-        self.writer_schemas = writer_schemas  # None: SCHEMA_REGISTRY_URL not set
         self.schema_wait = SchemaWait(self.pauses, self.event_type, telemetry)
         self.stopping = threading.Event()
         # When the poll loop last turned (time.monotonic()): /healthz sees a hung loop or a
@@ -183,12 +187,12 @@ class Listener:
                     raise KafkaException(error)
             return
         try:
-            work = self._to_work(message)
+            work = self.intake.work(message)
         except Exception as exc:
             # No record may stop the listener (it would stop on the same offset on every
             # restart): whatever went wrong reading this one, it goes to the DLQ as it is.
             self.log.exception("record_intake_failed", offset=message.offset())
-            work = self._bare_work(message, headers=None)
+            work = self.intake.bare(message, headers=None)
             work.rejected = exc
         if work.schema_pending or self.schema_wait.holding(work.tp):
             self.schema_wait.hold(work)  # until the Schema Registry answers, in offset order
@@ -216,55 +220,6 @@ class Listener:
         else:
             ready.append(work)
 
-    def _bare_work(self, message: Message, headers: rh.Headers | None) -> Work:
-        topic, partition, offset = (
-            cast(str, message.topic()),
-            cast(int, message.partition()),
-            cast(int, message.offset()),
-        )
-        return Work(
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=message.key(),
-            value=message.value(),
-            headers=headers,
-            origin=rh.Origin(topic, partition, offset, message.timestamp()[1]),
-        )
-
-    def _to_work(self, message: Message) -> Work:
-        """The record as work: its headers read, its retry/replay identity, its event."""
-        try:
-            headers = rh.message_headers(message)
-        except rh.UnreadableHeaders as exc:
-            work = self._bare_work(message, headers=None)
-            work.rejected = InvalidEvent("bad_headers", str(exc))
-            return work
-        work = self._bare_work(message, headers)
-        if work.topic in self.retry_topics:
-            self._read_retry_headers(work, headers)
-        else:
-            self._read_replay_headers(work, headers)
-        work.schema_pending = not self._decode(work)
-        return work
-
-    def _decode(self, work: Work) -> bool:
-        """Decode the event (or reject it); False when the Schema Registry cannot be asked."""
-        try:
-            work.event = decode(
-                work.value,
-                work.headers,
-                self.event_type,
-                max_bytes=self.max_event_bytes,
-                registry=self.writer_schemas,
-                key=work.key,
-            )
-        except InvalidEvent as exc:
-            work.rejected = exc
-        except RegistryUnavailable:
-            return False
-        return True
-
     def _release_due(self) -> None:
         """Hand over the waiting retry records whose due time has come; resume when empty."""
         now = now_ms()
@@ -275,46 +230,6 @@ class Listener:
                 self.pauses.remove([tp], "due")
             if not waiting:
                 del self.not_due[tp]
-
-    def _read_retry_headers(self, work: Work, headers: Any) -> None:
-        try:
-            info = rh.parse_retry_headers(
-                headers,
-                expected_origin_topic=self.names.main,
-                expected_group=self.names.group,
-                max_attempt=self.pipeline.max_attempt(),
-                now_ms=now_ms(),
-            )
-        except rh.BadRetryHeaders as exc:
-            work.rejected = exc  # to the DLQ with the reason; its own position is its origin
-            return
-        work.origin = info.origin
-        work.attempt = info.attempt
-        work.first_failure_ms = info.first_failure_ms
-        work.replay_count = info.replay_count
-        work.due_ms = info.due_ms
-
-    def _read_replay_headers(self, work: Work, headers: Any) -> None:
-        """A record replayed from the DLQ keeps its origin identity (and so its dedup key) -
-        when this application signed the replay; forged origin headers are not believed
-        (retry_topics/headers.py, "replays this application vouches for")."""
-        origin = rh.parse_origin(headers)
-        if origin is not None and origin.topic == self.names.main:
-            if self.replay_key is None or not rh.signed_replay(headers, self.replay_key):
-                self.log.warning(
-                    "replay_headers_not_trusted",
-                    topic=work.topic,
-                    partition=work.partition,
-                    offset=work.offset,
-                )
-                return  # processed as the fresh event it is
-            work.origin = origin
-            self.telemetry.replayed()
-            values = rh.as_dict(headers)
-            try:
-                work.replay_count = min(int(values.get(rh.REPLAY_COUNT, b"0")), 1_000_000)
-            except ValueError:
-                work.replay_count = 0
 
     # -- pausing and committing -------------------------------------------------------------
 
@@ -334,7 +249,7 @@ class Listener:
             self.pauses.add(owned, "breaker")
         else:
             self.pauses.remove(owned, "breaker")
-        self.schema_wait.release(self._decode, self._hand_over)
+        self.schema_wait.release(self.intake.decode, self._hand_over)
         self._release_due()
 
     def _poll_timeout(self) -> float:

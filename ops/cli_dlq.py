@@ -63,6 +63,27 @@ EventIdOpt = Annotated[
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most N records.")]
 MAX_AGE_DAYS = 10_000  # ~27 years: further back than any record; more overflowed the cutoff
+RateOpt = Annotated[str, typer.Option("--rate", metavar="N/s", help="Records per second.")]
+IncludeReplayedFlag = Annotated[
+    bool, typer.Option("--include-replayed", help="Send records replayed before again too.")
+]
+MaxReplaysOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-replays",
+        min=1,
+        max=1000,
+        help="Never send a record replayed this often (its earlier replays included).",
+    ),
+]
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        help="main (default) or retry: the type's first retry tier, read only "
+        "by this application's group.",
+    ),
+]
 YesFlag = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DryRunFlag = Annotated[
     bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")
@@ -252,31 +273,12 @@ def replay(
     partition: PartitionOpt = None,
     event_id: EventIdOpt = None,
     limit: LimitOpt = None,
-    rate: Annotated[
-        str, typer.Option("--rate", metavar="N/s", help="Records per second.")
-    ] = "100/s",
+    rate: RateOpt = "100/s",
     dry_run: DryRunFlag = False,
     yes: YesFlag = False,
-    include_replayed: Annotated[
-        bool, typer.Option("--include-replayed", help="Send records replayed before again too.")
-    ] = False,
-    max_replays: Annotated[
-        int,
-        typer.Option(
-            "--max-replays",
-            min=1,
-            max=1000,
-            help="Never send a record replayed this often (its earlier replays included).",
-        ),
-    ] = 5,
-    target: Annotated[
-        str,
-        typer.Option(
-            "--target",
-            help="main (default) or retry: the type's first retry tier, read only "
-            "by this application's group.",
-        ),
-    ] = "main",
+    include_replayed: IncludeReplayedFlag = False,
+    max_replays: MaxReplaysOpt = 5,
+    target: TargetOpt = "main",
     as_json: JsonFlag = False,
 ) -> None:
     """Send DLQ records back to the type's main topic (or --target retry), once each (asks
@@ -292,7 +294,6 @@ def replay(
     """
     from ops import dlq_service
     from ops.cli_common import emit, settings, start_tracing
-    from ops.dlq_replay import who
 
     start_tracing()  # the replay hops continue each dead letter's trace
     with _errors():
@@ -312,27 +313,36 @@ def replay(
         }
         request = dlq_service.replay_request(s := settings(), body)
         _need_confirmation(yes, dry_run, "replay")
-        with _engine(s) as engine:
-            dlq_service.sync(s, engine, [request.event_type])
-
-            def confirm(chosen: Any) -> None:
-                if not yes:
-                    n, t = len(chosen.to_send), chosen.event_type
-                    _confirm(f"Replay {n} {t} record(s) to {chosen.target}?")
-
-            with _progress(0 if dry_run else 1, "replaying") as advance:
-                data = dlq_service.replay(
-                    s,
-                    engine,
-                    request,
-                    actor=who(),
-                    background=False,
-                    on_progress=advance,
-                    confirm=confirm,
-                )
+        data = _replay(s, request, yes=yes, dry_run=dry_run)
     emit(data, as_json, render_replay(data))
     if data["failed"]:
         raise typer.Exit(1)
+
+
+def _replay(s: Any, request: Any, *, yes: bool, dry_run: bool) -> dict[str, Any]:
+    """Sync the DLQ index, ask (unless --yes) with the count chosen, and replay."""
+    from ops import dlq_service
+    from ops.dlq_replay import who
+
+    with _engine(s) as engine:
+        dlq_service.sync(s, engine, [request.event_type])
+
+        def confirm(chosen: Any) -> None:
+            if not yes:
+                n, t = len(chosen.to_send), chosen.event_type
+                _confirm(f"Replay {n} {t} record(s) to {chosen.target}?")
+
+        with _progress(0 if dry_run else 1, "replaying") as advance:
+            data: dict[str, Any] = dlq_service.replay(
+                s,
+                engine,
+                request,
+                actor=who(),
+                background=False,
+                on_progress=advance,
+                confirm=confirm,
+            )
+    return data
 
 
 @dlq_app.command()

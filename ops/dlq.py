@@ -223,6 +223,23 @@ def read_one(settings: Settings, event_type: str, partition: int, offset: int) -
     return found[0]
 
 
+def _read_ranges(
+    consumer: Any, topic: str, partitions: list[int], start: int | None, stop: int | None
+) -> tuple[dict[int, int], list[TopicPartition]]:
+    """Where reading each partition ends (its high watermark now, or `stop`), and where it
+    starts; partitions with nothing in that range are left out."""
+    ends: dict[int, int] = {}
+    assignment = []
+    for p in partitions:
+        low, high = watermarks(consumer, topic, p)
+        first = max(low, start) if start is not None else low
+        high = min(high, stop) if stop is not None else high
+        if high > first:
+            ends[p] = high
+            assignment.append(TopicPartition(topic, p, first))
+    return ends, assignment
+
+
 def read_dlq(
     settings: Settings,
     event_type: str,
@@ -239,15 +256,8 @@ def read_dlq(
         raise DlqUsageError(f"--partition {partition}: {topic} has partitions 0..{count - 1}")
     consumer = reader(settings)
     try:
-        ends: dict[int, int] = {}
-        assignment = []
-        for p in [partition] if partition is not None else range(count):
-            low, high = watermarks(consumer, topic, p)
-            first = max(low, start) if start is not None else low
-            high = min(high, stop) if stop is not None else high
-            if high > first:
-                ends[p] = high
-                assignment.append(TopicPartition(topic, p, first))
+        partitions = [partition] if partition is not None else list(range(count))
+        ends, assignment = _read_ranges(consumer, topic, partitions, start, stop)
         records: list[DlqRecord] = []
         if not assignment:
             return records

@@ -97,25 +97,21 @@ def parse_query(settings: Settings, params: Mapping[str, list[str]]) -> tuple[dl
     return dlq_query.Query(types, filters, status, cursor), size
 
 
+# The fields of a replay request (the admin API's JSON body, the CLI's options).
+REPLAY_FIELDS = frozenset(
+    (
+        *("type", "error_class", "since", "until", "partition", "event_id", "limit"),
+        *("rate", "dry_run", "include_replayed", "max_replays", "target"),
+    )
+)
+
+
 def replay_request(settings: Settings, body: Mapping[str, Any]) -> dlq_jobs.ReplayRequest:
     """A JSON body (or the CLI's options as such a dict) -> a checked replay request."""
-    known = {
-        "type",
-        "error_class",
-        "since",
-        "until",
-        "partition",
-        "event_id",
-        "limit",
-        "rate",
-        "dry_run",
-        "include_replayed",
-        "max_replays",
-        "target",
-    }
-    unknown = sorted(set(body) - known)
+    unknown = sorted(set(body) - REPLAY_FIELDS)
     if unknown:
-        raise DlqUsageError(f"unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        known = ", ".join(sorted(REPLAY_FIELDS))
+        raise DlqUsageError(f"unknown field {unknown[0]!r}; known: {known}")
 
     def typed(name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
         value = body.get(name, default)

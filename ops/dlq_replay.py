@@ -3,7 +3,7 @@
 Replay (`qchem-events dlq replay`) sends DLQ records back to their type's MAIN topic with the
 key, the original value and the source's own headers (content-type ...), and the origin
 identity headers unchanged - so the dedup key is unchanged and an event whose effect was
-applied meanwhile is not applied again (consumers/listener.py `_read_replay_headers`) - plus
+applied meanwhile is not applied again (consumers/intake.py `_read_replay_headers`) - plus
 `qchem-replay-count` = previous + 1 and `qchem-replay-id`. Records are produced in chunks
 with an idempotent producer and marked in `dlq_replayed_records` only once the broker has
 confirmed their delivery; a second identical replay therefore sends nothing. A replayed
