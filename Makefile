@@ -93,7 +93,7 @@ clean:  ## stop services and remove local data (jars stay in ~/.m2)
 	rm -rf .local/kafka/data .local/kafka/logs
 
 demo: setup infra-up  ## run the five production scenarios and print their dashboards
-	$(BIN)/qchem-events scenario all
+	$(BIN)/python -m devtools scenario all
 
 soak:  ## the fault suite at 6x scale (events and durations), about 30-40 minutes
 	QCHEM_SOAK_SCALE=$${QCHEM_SOAK_SCALE:-6} $(BIN)/pytest tests/integration/faults -s

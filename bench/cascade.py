@@ -5,7 +5,7 @@
 
 Variants (rounds interleaved, the order rotated each round):
 
-* cascade  - ops/scenarios/chemical_cascade.py exactly as `qchem-events scenario
+* cascade  - devtools/scenarios/chemical_cascade.py exactly as `python -m devtools scenario
              chemical-cascade` runs it (SCENARIOS[...](settings), settings from the
              environment): 1,000 ChemicalStatus events, 3 % of their rows locked by another
              transaction (lock timeouts, retried), 2 % calling a slow external API (timeouts,
@@ -39,11 +39,11 @@ from sqlalchemy import create_engine
 
 from bench import common as c
 from common.settings import Settings, load_settings
+from devtools.scenarios import SCENARIOS
+from devtools.scenarios import chemical_cascade as cc
+from devtools.scenarios.dashboard import Outcome, Row
+from devtools.scenarios.runner import ScenarioRun, entity_pattern
 from ops.logging import configure
-from ops.scenarios import SCENARIOS
-from ops.scenarios import chemical_cascade as cc
-from ops.scenarios.dashboard import Outcome, Row
-from ops.scenarios.runner import ScenarioRun, entity_pattern
 from storage.db import migrate
 
 PROMISE_SHARE, PROMISE_S = 0.999, 300.0
@@ -238,7 +238,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure("ERROR")  # as `qchem-events scenario`: retries are warning lines
+    configure("ERROR")  # as `python -m devtools scenario`: retries are warning lines
     migrate(args.database_url)
     engine = create_engine(args.database_url, pool_pre_ping=True)
     try:

@@ -26,11 +26,7 @@ app = typer.Typer(
 topics_app = typer.Typer(
     help="Create and list the Kafka topics the application uses.", no_args_is_help=True
 )
-dev_app = typer.Typer(
-    help="Local stand-ins for the dependencies (demo and tests).", no_args_is_help=True
-)
 app.add_typer(topics_app, name="topics")
-app.add_typer(dev_app, name="dev")
 from ops import cli_dlq_review as _review  # noqa: E402,F401  (registers `dlq review`, `dlq history`)
 from ops.cli_dlq import dlq_app  # noqa: E402
 
@@ -215,63 +211,20 @@ def health(as_json: JsonFlag = False) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
-def scenario(
-    name: Annotated[
-        str,
-        typer.Argument(
-            help="chemical-cascade, email-outage, db-pool-exhaustion, malformed, "
-            "dependency-failure, or all (the five in order)."
-        ),
-    ],
-    as_json: JsonFlag = False,
-) -> None:
-    """Reproduce a production scenario of the design document with real faults; print its
-    dashboard. Exit code 1 when the document's promised result does not hold.
-
-    Example: qchem-events scenario email-outage
-    """
-    from ops.scenarios import run_and_print, selected
-
-    try:
-        selected(name)
-    except ValueError as exc:
-        fail(str(exc), 2)
-    if not run_and_print(name, settings(), as_json=as_json, echo=typer.echo):
-        raise typer.Exit(1)
-
-
-@dev_app.command("smtp")
-def dev_smtp(port: Annotated[int, typer.Option(min=1, max=65535)] = 2525) -> None:
-    """A local SMTP server that prints each email it receives (Ctrl-C stops it).
-
-    Example: qchem-events dev smtp --port 2525
-    """
-    from ops.devservers import serve_smtp
-
-    serve_smtp(port)
-
-
-@dev_app.command("chemical-api")
-def dev_chemical_api(port: Annotated[int, typer.Option(min=1, max=65535)] = 8081) -> None:
-    """A local chemical database API (GET /chemicals/{id}) for the ChemicalLookup handler.
-
-    Example: qchem-events dev chemical-api --port 8081
-    """
-    from ops.devservers import serve_chemical_api
-
-    serve_chemical_api(port)
-
-
 def main() -> None:
     """Console-script entry point: one-line errors, exit codes 0 / 1 / 2."""
+    run_cli(app)
+
+
+def run_cli(typer_app: typer.Typer) -> None:
+    """Run `typer_app` (this one, or devtools/cli.py's) with one-line errors and exit codes."""
     from sqlalchemy.exc import OperationalError
 
     from ops.cli_usage import invoke
     from ops.topics import KafkaUnavailable
 
     try:
-        invoke(app)  # usage errors: one line, exit 2 (ops/cli_usage.py)
+        invoke(typer_app)  # usage errors: one line, exit 2 (ops/cli_usage.py)
     except ConfigError as exc:
         _exit(f"configuration error: {exc}", 2)
     except (KafkaUnavailable, Problem) as exc:

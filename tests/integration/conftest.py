@@ -1,4 +1,4 @@
-"""Integration fixtures: real dev servers (ops/devservers.py) for the handlers' dependencies."""
+"""Integration fixtures: real dev servers (devtools/devservers) for the handlers' dependencies."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.settings import Settings
-from ops.devservers import ChemicalApiServer, SmtpSink
+from devtools.devservers import ChemicalApiServer, SmtpSink
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from consumers.handlers.email import EXPECTED_HEADERS
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from schemas.safe_text import ADDR_SPEC, address_problem

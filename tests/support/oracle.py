@@ -40,7 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from schemas.events import Event

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from ops.topics import create_topics
 from schemas.samples import sample_events
 from tests.support.app import AppProcess

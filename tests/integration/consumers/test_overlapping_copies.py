@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import ChemicalApiServer, SmtpSink
+from devtools.devservers import ChemicalApiServer, SmtpSink
 from schemas.codec import encode_json
 from schemas.events import Event
 from schemas.samples import sample_events

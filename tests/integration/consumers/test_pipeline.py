@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from consumers.handlers.chemical_status import ChemicalStatusHandler
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from retry_topics import headers as rh
 from schemas.codec import AVRO, CONTENT_TYPE_HEADER, encode_avro, encode_json
 from schemas.events import Event

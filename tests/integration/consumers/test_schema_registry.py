@@ -21,8 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
+from devtools.devservers import ChemicalApiServer
 from ops import metrics
-from ops.devservers import ChemicalApiServer
 from retry_topics import headers as rh
 from retry_topics.naming import topic_names
 from schemas.codec import AVRO, encode_avro, encode_json, headers_for

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from ops.topics import create_topics
 from tests.support.app import AppProcess
 from tests.support.faults import (

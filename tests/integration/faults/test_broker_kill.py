@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from tests.support.app import running_app
 from tests.support.faults import (
     KAFKA_PIDFILE,

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import ChemicalApiServer, SmtpSink
+from devtools.devservers import ChemicalApiServer, SmtpSink
 from tests.support.app import running_app
 from tests.support.faults import (
     SCALE,

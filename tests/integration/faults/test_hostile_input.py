@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine
 
 from common import event_types
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from ops.topics import create_topics
 from retry_topics import headers as rh
 from schemas.codec import AVRO, CONTENT_TYPE_HEADER, InvalidEvent, decode, encode_avro, encode_json

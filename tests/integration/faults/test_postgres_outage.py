@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from common.settings import Settings
 from consumers.handlers.chemical_status import ChemicalStatusHandler
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from retry_topics import headers as rh
 from schemas.events import Event
 from tests.support.app import running_app

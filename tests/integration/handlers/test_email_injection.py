@@ -14,7 +14,7 @@ import pytest
 from common.errors import PermanentError
 from common.settings import Settings
 from consumers.handlers import EmailHandler
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from schemas.events import EmailPayload, Event
 
 pytestmark = pytest.mark.integration

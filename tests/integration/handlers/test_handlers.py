@@ -29,7 +29,7 @@ from consumers.handlers import (
     ReportHandler,
     build_handler,
 )
-from ops.devservers import ChemicalApiServer, SmtpSink, chemical_record
+from devtools.devservers import ChemicalApiServer, SmtpSink, chemical_record
 from schemas.events import (
     ChemicalLookupPayload,
     ChemicalStatusPayload,

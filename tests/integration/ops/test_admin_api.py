@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
+from devtools.devservers import SmtpSink
 from ops.admin.config import AdminConfigError, load_admin_settings
-from ops.devservers import SmtpSink
 from retry_topics.naming import topic_names
 from tests.support.admin import TOKEN, admin_server, call, one_line_error
 from tests.support.app import free_port, running_app

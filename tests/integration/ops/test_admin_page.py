@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from retry_topics.naming import topic_names
 from tests.support.admin import TOKEN, admin_server, call
 from tests.support.app import running_app

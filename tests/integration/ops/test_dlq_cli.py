@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from ops.dlq_render import record_from_json
 from ops.topics import create_topics
 from retry_topics import headers as rh

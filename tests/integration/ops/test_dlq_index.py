@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from ops.dlq_purge import delete_before, plan_time_purge
 from ops.dlq_query import sync_index
 from schemas.samples import sample_events

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from schemas.samples import sample_events
 from tests.support.app import CLI, AppProcess, running_app, settings_env
 from tests.support.kafka import produce_events, produce_raw, wait_for

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from schemas.samples import sample_events
 from tests.support.app import running_app
 from tests.support.kafka import produce_events, read_all, wait_for

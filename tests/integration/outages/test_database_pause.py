@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from common.settings import Settings
 from consumers.listener import consumer_config
-from ops.devservers import SmtpSink
+from devtools.devservers import SmtpSink
 from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
-from ops.devservers import ChemicalApiServer, SmtpSink
+from devtools.devservers import ChemicalApiServer, SmtpSink
 from retry_topics import headers as rh
 from schemas.samples import sample_events
 from tests.support.app import running_app

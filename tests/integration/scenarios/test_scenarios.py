@@ -1,4 +1,4 @@
-"""The five production scenarios (`qchem-events scenario`), each a real run with real faults.
+"""The five production scenarios (`python -m devtools scenario`), each a real run with real faults.
 
 Assertions are on the returned outcome's data - the dashboard the run computed from its own
 event records, retry tiers and DLQ, and the facts measured at the fault injection points -
@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from common.settings import Settings
-from ops.scenarios import (
+from devtools.scenarios import (
     chemical_cascade,
     db_pool_exhaustion,
     dependency_failure,
@@ -31,7 +31,8 @@ from tests.support.app import settings_env
 
 pytestmark = pytest.mark.integration
 
-CLI = str(Path(sys.executable).parent / "qchem-events")
+DEVTOOLS = [sys.executable, "-m", "devtools"]  # from the checkout: not in the wheel
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def explain(outcome: Any) -> str:
@@ -152,7 +153,8 @@ def test_cli_scenario_malformed_json_twice_in_a_row(settings: Settings) -> None:
     prefixes = []
     for _ in range(2):
         proc = subprocess.run(
-            [CLI, "scenario", "malformed", "--json"],
+            [*DEVTOOLS, "scenario", "malformed", "--json"],
+            cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=180,
@@ -173,7 +175,12 @@ def test_cli_scenario_malformed_json_twice_in_a_row(settings: Settings) -> None:
 def test_cli_unknown_scenario_is_a_usage_error(settings: Settings) -> None:
     env = {**os.environ, **settings_env(settings)}
     proc = subprocess.run(
-        [CLI, "scenario", "nope"], capture_output=True, text=True, timeout=60, env=env
+        [*DEVTOOLS, "scenario", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=ROOT,
     )
     assert proc.returncode == 2
     assert "unknown scenario 'nope'" in proc.stderr and "chemical-cascade" in proc.stderr

@@ -21,8 +21,8 @@ from dataclasses import replace
 from typing import Any
 
 from common.settings import Settings
-from ops.scenarios.dashboard import Outcome
-from ops.scenarios.runner import RawRecord, Record, ScenarioRun, counter, entity_pattern
+from devtools.scenarios.dashboard import Outcome
+from devtools.scenarios.runner import RawRecord, Record, ScenarioRun, counter, entity_pattern
 from retry_topics import headers as rh
 from schemas.codec import encode_json
 from schemas.events import Event

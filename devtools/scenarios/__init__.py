@@ -1,4 +1,4 @@
-"""The design document's five production scenarios, reproduced: `qchem-events scenario NAME`.
+"""The design document's five production scenarios, reproduced: `python -m devtools scenario NAME`.
 
 Each scenario runs the real application against the real broker and database with a real
 fault (locked rows, a stopped SMTP server, an exhausted pool, malformed records, an API
@@ -19,14 +19,14 @@ import json
 from collections.abc import Callable
 
 from common.settings import Settings
-from ops.scenarios import (
+from devtools.scenarios import (
     chemical_cascade,
     db_pool_exhaustion,
     dependency_failure,
     email_outage,
     malformed,
 )
-from ops.scenarios.dashboard import Outcome, render
+from devtools.scenarios.dashboard import Outcome, render
 
 # Logs of the application at this level and above are printed (to stderr) during a run. Not
 # WARNING: every retried and held event is a warning line - hundreds in the email outage -

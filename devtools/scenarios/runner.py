@@ -8,7 +8,7 @@ measurements need the running application's own objects (its pool, its breakers)
 
 Isolation is by topic prefix: a run gets `scn-<name>-<8 hex>`, hence topics and consumer
 groups of its own, hence `event_records` and dedup rows of its own (they are keyed by consumer
-group). The dashboard (ops/scenarios/dashboard.py) is computed from those rows only, so a
+group). The dashboard (devtools/scenarios/dashboard.py) is computed from those rows only, so a
 scenario can run twice in a row, next to a running application or a test suite. At the end the
 run deletes its topics, consumer groups and rows.
 """
@@ -31,8 +31,15 @@ from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from consumers.handlers.base import Handler
+from devtools.scenarios.dashboard import (
+    Check,
+    Outcome,
+    Row,
+    Timeline,
+    compute_dashboard,
+    failure_marks,
+)
 from ops.app import App
-from ops.scenarios.dashboard import Check, Outcome, Row, Timeline, compute_dashboard, failure_marks
 from ops.topics import admin_client, create_topics
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames, topic_names

@@ -30,9 +30,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from common.settings import Settings
-from ops.devservers import ChemicalApiServer
-from ops.scenarios.dashboard import Check, Outcome
-from ops.scenarios.runner import ScenarioRun, entity_pattern
+from devtools.devservers import ChemicalApiServer
+from devtools.scenarios.dashboard import Check, Outcome
+from devtools.scenarios.runner import ScenarioRun, entity_pattern
 from retry_topics import headers as rh
 from schemas.events import Event
 from schemas.samples import sample_events

@@ -1,7 +1,7 @@
 """Scenario 5, "Cross-System Dependency Failure".
 
 Trigger: the external chemical database API returns 500s. A real HTTP server
-(ops.devservers.ChemicalApiServer in "error500" mode) answers every look-up with a 500 - while
+(devtools.devservers.ChemicalApiServer in "error500" mode) answers every look-up with a 500 - while
 its /health endpoint still answers 200, as a real half-broken service does.
 
 What must happen, in the document's order:
@@ -28,10 +28,10 @@ from dataclasses import replace
 from typing import Any
 
 from common.settings import Settings
-from ops.devservers import ChemicalApiServer
+from devtools.devservers import ChemicalApiServer
+from devtools.scenarios.dashboard import Outcome
+from devtools.scenarios.runner import RawRecord, ScenarioRun, entity_pattern
 from ops.health import breaker_states, check_chemical_api
-from ops.scenarios.dashboard import Outcome
-from ops.scenarios.runner import RawRecord, ScenarioRun, entity_pattern
 from retry_topics import headers as rh
 from schemas.events import Event
 from schemas.samples import sample_events

@@ -1,6 +1,6 @@
 """Scenario 2, "Email Service Outage Recovery".
 
-Trigger: the SMTP server's maintenance window. A real SMTP server (ops.devservers.SmtpSink)
+Trigger: the SMTP server's maintenance window. A real SMTP server (devtools.devservers.SmtpSink)
 is stopped - clients get ECONNREFUSED - while the emails arrive, and started again on the
 same port after the window. In between the application does what it was built to do: the
 first failures go through the retry tiers (Email: attempts 1, 2, 3, then the DLQ), the smtp
@@ -19,9 +19,9 @@ from collections import Counter
 from typing import Any
 
 from common.settings import Settings
-from ops.devservers import SmtpSink
-from ops.scenarios.dashboard import Check, Outcome
-from ops.scenarios.runner import ScenarioRun
+from devtools.devservers import SmtpSink
+from devtools.scenarios.dashboard import Check, Outcome
+from devtools.scenarios.runner import ScenarioRun
 from schemas.samples import sample_events
 
 NAME = "email-outage"

@@ -37,9 +37,9 @@ from sqlalchemy.engine import Connection, Engine
 from common.errors import TransientError
 from common.settings import Settings
 from consumers.handlers.chemical_status import ChemicalStatusHandler
-from ops.devservers import ChemicalApiServer
-from ops.scenarios.dashboard import Outcome
-from ops.scenarios.runner import ScenarioRun, entity_pattern, poll
+from devtools.devservers import ChemicalApiServer
+from devtools.scenarios.dashboard import Outcome
+from devtools.scenarios.runner import ScenarioRun, entity_pattern, poll
 from schemas.events import Event
 from schemas.samples import sample_events
 from storage.models import chemical_status_history, chemicals, event_records
