@@ -26,25 +26,20 @@ Promise of the design document: 99.9 % within 5 minutes. Target of issue #6: 100
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine
-
 from bench import common as c
+from bench import driver
 from common.settings import Settings, load_settings
 from devtools.scenarios import SCENARIOS
 from devtools.scenarios import chemical_cascade as cc
 from devtools.scenarios.dashboard import Outcome, Row
 from devtools.scenarios.runner import ScenarioRun, entity_pattern
-from ops.logging import configure
-from storage.db import migrate
 
 PROMISE_SHARE, PROMISE_S = 0.999, 300.0
 TARGET_S = 15.0
@@ -179,13 +174,10 @@ def summarise(results: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def render(report: dict[str, Any]) -> str:
-    m, cfg = report["machine"], report["config"]
+    cfg = report["config"]
+    title = "qchem-events chemical cascade wall time (scenario 1: first event -> 100% succeeded)"
     lines = [
-        "qchem-events chemical cascade wall time (scenario 1: first event -> 100% succeeded)",
-        f"command:  {report['command']}",
-        f"machine:  nproc={m['nproc']}, {m['platform']}, loadavg {m['loadavg_at_start']}"
-        f" -> {m['loadavg_at_end']}",
-        f"software: Python {m['python']}, librdkafka {m['librdkafka']}",
+        *driver.header(report, title),
         f"events:   {cfg['events']:,} ChemicalStatus per round, {cfg['rounds']} round(s)",
         f"promise:  99.9% within {PROMISE_S:.0f} s; target: 100% within {TARGET_S:.0f} s",
         "",
@@ -217,16 +209,9 @@ def render(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.cascade", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = driver.parser("bench.cascade", __doc__, smoke="100 events, 1 round (CI)")
     p.add_argument("--events", type=int, default=1000, help="the document's scenario: 1,000")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--smoke", action="store_true", help="100 events, 1 round (CI)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", c.DEFAULT_BOOTSTRAP)
-    )
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", c.DEFAULT_DATABASE_URL))
     args = p.parse_args(argv)
     if args.smoke:
         args.events, args.rounds = 100, 1
@@ -236,37 +221,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure("ERROR")  # as `python -m devtools scenario`: retries are warning lines
-    migrate(args.database_url)
-    engine = create_engine(args.database_url, pool_pre_ping=True)
-    try:
-        machine = c.machine_info(engine, args.database_url, args.bootstrap)
-    finally:
-        engine.dispose()
+def measure(args: argparse.Namespace, _engine: Any) -> dict[str, Any]:
     settings = load_settings(kafka_bootstrap_servers=args.bootstrap, database_url=args.database_url)
     runners = {"cascade": run_cascade, "no-fault": run_no_fault}
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-    for round_no in range(1, args.rounds + 1):
-        order = list(VARIANTS) if round_no % 2 else list(reversed(VARIANTS))
-        for variant in order:
-            result = runners[variant](settings, args.events)
-            result["round"] = round_no
-            results[variant].append(result)
-            c.warn(f"round {round_no} {variant}: 100% after {result['wall_s']} s")
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    report = {
-        "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-        "machine": machine,
+    for round_no, variant in driver.rounds(VARIANTS, args.rounds):
+        result = runners[variant](settings, args.events)
+        result["round"] = round_no
+        results[variant].append(result)
+        c.warn(f"round {round_no} {variant}: 100% after {result['wall_s']} s")
+    return {
         "config": {"events": args.events, "rounds": args.rounds},
         "promise": {"share": PROMISE_SHARE, "within_s": PROMISE_S},
         "target": {"share": 1.0, "within_s": TARGET_S},
         "baseline": "no-fault",
         "variants": summarise(results),
     }
-    print(json.dumps(report, indent=2, default=str) if args.json else render(report))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # As `python -m devtools scenario`: retries are warning lines.
+    return driver.run(parse_args(argv), measure, render, log_level="ERROR")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import secrets
 import statistics
 import sys
-import threading
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import confluent_kafka
@@ -26,6 +25,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings, load_settings, redact_url
+from devtools.kafka import kafka_config
 from ops.topics import create_topics
 from retry_topics.naming import TopicNames, topic_names
 from schemas.codec import encode_json
@@ -72,11 +72,34 @@ def names_of(settings: Settings) -> TopicNames:
     return topic_names(settings, EVENT_TYPE)
 
 
+@dataclass
+class Prefix:
+    """A fresh topic prefix: its settings, topic names, and the consumer groups to delete."""
+
+    settings: Settings
+    names: TopicNames
+    groups: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def fresh_prefix(args: Any) -> Iterator[Prefix]:
+    """A new prefix with its topics created (not timed); afterwards its topics and the groups
+    the caller added to `groups` are deleted, unless --keep-topics."""
+    settings = bench_settings(args.bootstrap, args.database_url, new_prefix())
+    topics = prepare_topics(settings)
+    prefix = Prefix(settings, names_of(settings))
+    try:
+        yield prefix
+    finally:
+        if not getattr(args, "keep_topics", False):
+            delete_topics(args.bootstrap, topics, prefix.groups)
+
+
 def prepare_topics(settings: Settings) -> list[str]:
     """Create the prefix's topics (main, retry tiers, DLQ); their names."""
     names = [row.name for row in create_topics(settings)]
     # The broker's metadata can lag the creation by a moment: wait until it shows them all.
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(kafka_config(settings.kafka_bootstrap_servers))
     deadline = time.monotonic() + 30
     while True:
         topics = admin.list_topics(timeout=10).topics
@@ -90,7 +113,7 @@ def prepare_topics(settings: Settings) -> list[str]:
 
 def delete_topics(bootstrap: str, topics: Sequence[str], groups: Sequence[str]) -> None:
     """Best effort: a benchmark must not leave gigabytes of topics on a shared broker."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka_config(bootstrap))
     futures: dict[str, Any] = {}
     if groups:
         futures.update(admin.delete_consumer_groups(list(groups), request_timeout=15))
@@ -109,13 +132,15 @@ def delete_topics(bootstrap: str, topics: Sequence[str], groups: Sequence[str]) 
 def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> float:
     """Produce `records` to `topic` (keyed); seconds taken, all delivered or an error."""
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 500_000,
-        }
+        kafka_config(
+            bootstrap,
+            {
+                "enable.idempotence": True,
+                "linger.ms": 20,
+                "batch.size": 1_000_000,
+                "queue.buffering.max.messages": 500_000,
+            },
+        )
     )
     failed: list[str] = []
 
@@ -138,8 +163,17 @@ def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> float:
     return time.perf_counter() - started
 
 
+def produce_backlog(bootstrap: str, topic: str, records: Sequence[Record]) -> float:
+    """`produce`, then make sure the topic holds exactly these records; seconds producing."""
+    seconds = produce(bootstrap, topic, records)
+    held = sum(end_offsets(bootstrap, topic).values())
+    if held != len(records):
+        raise RuntimeError(f"{topic} holds {held} records, expected {len(records)}")
+    return seconds
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    consumer = Consumer(kafka_config(bootstrap, {"group.id": "bench-watermarks"}))
     try:
         return {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
@@ -147,27 +181,6 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         }
     finally:
         consumer.close()
-
-
-class CommitWatcher:
-    """Reads a group's committed offsets of one topic without joining the group."""
-
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
-        self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-        )
-        self._partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-
-    def committed(self) -> int:
-        """Records committed over all partitions (0 for a partition with no commit yet)."""
-        try:
-            offsets = self._consumer.committed(self._partitions, timeout=5)
-        except KafkaException:
-            return -1
-        return sum(max(tp.offset, 0) for tp in offsets)
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 # -- database ------------------------------------------------------------------------------
@@ -201,12 +214,24 @@ def record_statuses(engine: Engine, group: str) -> dict[str, int]:
         return {str(status): int(n) for status, n in rows}
 
 
-def prepared_engine(database_url: str) -> Engine:
+def forget_rows(database_url: str, groups: list[str]) -> None:
+    """The bench's own rows only: the database may be shared with tests and other runs."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            for table in ("event_records", "dedup_keys"):
+                query = text(f"DELETE FROM {table} WHERE consumer_group = ANY(:g)")
+                conn.execute(query, {"g": groups})
+    finally:
+        engine.dispose()
+
+
+def prepared_engine(database_url: str, log_level: str = "WARNING") -> Engine:
     """What every benchmark starts with: quiet logs, the schema migrated, an engine on it."""
     from ops.logging import configure
     from storage.db import migrate
 
-    configure("WARNING")
+    configure(log_level)
     migrate(database_url)
     return create_engine(database_url, pool_pre_ping=True)
 
@@ -214,63 +239,6 @@ def prepared_engine(database_url: str) -> Engine:
 def pg_version(engine: Engine) -> str:
     with engine.connect() as conn:
         return str(conn.execute(text("SELECT version()")).scalar_one())
-
-
-# -- profiling (pyinstrument samples one thread: one profiler per thread) -----------------------
-
-
-class ThreadProfiler:
-    """Profiles every thread started while active, merged by role (listener, worker, writer)."""
-
-    def __init__(self) -> None:
-        self._original = threading.Thread.run
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._sessions: list[tuple[str, Any]] = []
-
-    def start(self) -> None:
-        from pyinstrument import Profiler
-
-        original, lock, threads, sessions = (
-            self._original,
-            self._lock,
-            self._threads,
-            self._sessions,
-        )
-
-        def run(thread: threading.Thread) -> None:
-            profiler = Profiler(interval=0.002, async_mode="disabled")
-            with lock:
-                threads.append(thread)
-            profiler.start()
-            try:
-                original(thread)
-            finally:
-                session = profiler.stop()
-                with lock:
-                    sessions.append((thread.name, session))
-
-        threading.Thread.run = run  # type: ignore[method-assign,assignment]
-
-    def write(self, directory: Path, prefix: str) -> None:
-        from pyinstrument.renderers import ConsoleRenderer
-        from pyinstrument.session import Session
-
-        threading.Thread.run = self._original  # type: ignore[method-assign]
-        for thread in self._threads:
-            thread.join(timeout=10)
-        roles: dict[str, Any] = {}
-        with self._lock:
-            for name, session in self._sessions:
-                role = re.sub(r"[_-]\d+$", "", name.replace(prefix, "<prefix>"))
-                roles[role] = Session.combine(roles[role], session) if role in roles else session
-        directory.mkdir(parents=True, exist_ok=True)
-        for role, session in roles.items():
-            stem = re.sub(r"[^A-Za-z0-9.-]+", "_", role)
-            for flat, suffix in ((False, "tree"), (True, "flat")):
-                renderer = ConsoleRenderer(unicode=False, color=False, flat=flat, short_mode=False)
-                (directory / f"{stem}.{suffix}.txt").write_text(renderer.render(session))
-        warn(f"profiles of {sorted(roles)} written to {directory}")
 
 
 # -- reporting -----------------------------------------------------------------------------
@@ -315,127 +283,10 @@ def fmt_rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def render_text(report: dict[str, Any]) -> str:
-    m, cfg = report["machine"], report["config"]
-    lines = [
-        "qchem-events throughput benchmark",
-        f"command:  {report['command']}",
-        f"machine:  nproc={m['nproc']} (usable {m['cpus_usable']}), {m['platform']}",
-        f"          loadavg start {m['loadavg_at_start']} end {m['loadavg_at_end']}",
-        f"software: Python {m['python']}, confluent-kafka {m['confluent_kafka']}, "
-        f"librdkafka {m['librdkafka']}",
-        f"          {m['postgresql']}",
-        f"services: kafka {m['bootstrap']}, {m['database']}",
-        f"dataset:  {cfg['events']:,} Report events ({cfg['keys']} keys, "
-        f"{cfg['partitions']} partitions) per round, {cfg['rounds']} round(s), interleaved",
-        "app:      " + ", ".join(f"{k}={v}" for k, v in cfg["app_settings"].items()),
-        "",
-    ]
-    rounds = cfg["rounds"]
-    headers = ["variant", *(f"round {i + 1}" for i in range(rounds)), "median ev/s"]
-    headers.append(f"vs {report['baseline']}")
-    rows = []
-    for v in report["variants"]:
-        rates = [fmt_rate(r["rate"]) for r in v["rounds"]]
-        ratio = v["ratio_to_baseline"]
-        rows.append(
-            [
-                v["name"],
-                *rates,
-                *([""] * (rounds - len(rates))),
-                fmt_rate(v["median_rate"]),
-                "-" if ratio is None else f"{ratio:.1%}",
-            ]
-        )
-    lines += ["events/s (to the last durable outcome for app-*)", format_table(headers, rows)]
-    detail = [
-        [
-            v["name"],
-            f"{v['median_seconds']:.2f}",
-            fmt_rate(v["median_committed_rate"]),
-            f"{v['median_produce_seconds']:.2f}",
-            "-" if v["median_write_batch"] is None else f"{v['median_write_batch']:.1f}",
-            v["description"],
-        ]
-        for v in report["variants"]
-    ]
-    lines += [
-        "",
-        format_table(
-            ["variant", "median s", "ev/s to committed", "produce s", "events/txn", "what"],
-            detail,
-        ),
-    ]
-    lines += [f"STALLED and run again: {stall}" for stall in report["stalls"]]
-    return "\n".join(lines)
-
-
-# -- running the whole app over a backlog (bench/scaling.py, bench/overhead.py) -------------
-
-
-def last_record_at(engine: Engine, group: str) -> float | None:
-    """Wall-clock time of the group's last event record (stamped just before its commit)."""
-    with engine.connect() as conn:
-        query = text("SELECT max(updated_at) FROM event_records WHERE consumer_group = :g")
-        last = conn.execute(query, {"g": group}).scalar_one()
-        return None if last is None else float(last.timestamp())
-
-
-def run_app_backlog(
-    settings: Settings, engine: Engine, handler: Any, n: int, timeout: float, stall_s: float
-) -> dict[str, Any]:
-    """Run the App with `handler` over a backlog of `n` records already in the main topic.
-
-    Timed from partition assignment to the last event record written (`seconds`); the time
-    until the committed offsets reach the end (`committed_seconds`, polled every 0.2 s, so
-    coarser and including the commit interval) is returned too, with the record statuses and
-    the successes counted by the app's own metric (which no TRUNCATE by a test can undo).
-    """
-    from prometheus_client import REGISTRY
-
-    from ops.app import App  # the bench helpers above must not need the whole app
-
-    labels = {"event_type": EVENT_TYPE, "outcome": "success"}
-    before = REGISTRY.get_sample_value("qchem_events_processed_total", labels) or 0.0
-
-    names = names_of(settings)
-    app = App(settings, handlers={EVENT_TYPE: handler})
-    watcher = CommitWatcher(settings.kafka_bootstrap_servers, names.group, names.main)
-    try:
-        app.start()
-        for listener in app.listeners:
-            if not listener.assigned.wait(timeout=60):
-                raise TimeoutError("the app got no partitions within 60 s")
-        t0, t0_wall = time.perf_counter(), time.time()
-        progress = (0, t0)  # committed offsets, when they last moved
-        while True:
-            time.sleep(0.2)
-            if app.failed.is_set():
-                raise RuntimeError("a listener crashed (see stderr)")
-            committed, now = watcher.committed(), time.perf_counter()
-            if committed >= n:
-                committed_s = now - t0
-                break
-            if committed > progress[0]:
-                progress = (committed, now)
-            elif now - progress[1] > stall_s or now - t0 > timeout:
-                raise TimeoutError(
-                    f"{names.group}: {committed}/{n} committed after {now - t0:.0f} s, "
-                    f"none for {now - progress[1]:.0f} s"
-                )
-        statuses = record_statuses(engine, names.group)
-        last = last_record_at(engine, names.group)
-    finally:
-        app.stop()
-        watcher.close()
-    seconds = committed_s if last is None else last - t0_wall
-    after = REGISTRY.get_sample_value("qchem_events_processed_total", labels) or 0.0
-    return {
-        "seconds": seconds,
-        "committed_seconds": committed_s,
-        "statuses": statuses,
-        "succeeded": int(after - before),
-    }
+def round_rates(variant: dict[str, Any], rounds: int) -> list[str]:
+    """A variant's rate in each round, as table cells (blank for a round it did not run)."""
+    rates = [fmt_rate(r["rate"]) for r in variant["rounds"]]
+    return [*rates, *([""] * (rounds - len(rates)))]
 
 
 def machine_lines(report: dict[str, Any]) -> list[str]:
@@ -462,6 +313,8 @@ APP_SETTING_NAMES = (
 )
 
 
-def app_settings_of(settings: Settings) -> dict[str, Any]:
-    """The settings that shape the app's throughput and latency, for the report."""
-    return {k: getattr(settings, k) for k in APP_SETTING_NAMES if hasattr(settings, k)}
+def app_settings_of(args: Any, *varied: str) -> dict[str, Any]:
+    """The settings that shape the app's throughput and latency, for the report (the app's
+    settings come from the environment, as in production); `varied` ones left out."""
+    settings = bench_settings(args.bootstrap, args.database_url, "bench")
+    return {k: getattr(settings, k) for k in APP_SETTING_NAMES if k not in varied}

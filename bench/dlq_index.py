@@ -33,6 +33,7 @@ from confluent_kafka import Producer
 from sqlalchemy import text
 
 from bench import common as c
+from devtools.kafka import kafka_config
 from ops.admin.config import load_admin_settings
 from ops.admin.run import AdminServer
 from ops.dlq import Filters
@@ -70,9 +71,7 @@ def produce_dead_letters(settings: Any, count: int) -> float:
         for n, cls in enumerate(CLASSES)
     ]
     records = c.dataset(count)
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 50, "acks": "all"}
-    )
+    producer = Producer(kafka_config(settings, {"linger.ms": 50, "acks": "all"}))
     started = time.monotonic()
     for n, (key, value) in enumerate(records):
         while True:

@@ -24,7 +24,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -34,11 +33,11 @@ from faststream import AckPolicy
 from faststream.confluent import KafkaBroker
 from faststream.confluent.annotations import KafkaMessage
 from faststream.message import StreamMessage
-from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
 from bench import common as c
+from bench.backlog import AppRun, CommitWatcher, last_record_at, wait_committed, warn_if_short
 from schemas.codec import decode
 from schemas.events import Event
 from storage.models import dedup_keys, event_records
@@ -50,11 +49,6 @@ DESCRIPTIONS = {
 }
 TARGET = 3.0  # the issue's: qchem-events at least 3x FastStream doing the same job
 BATCH_MAX = 500  # as the raw loop's consume(500)
-POLL_S = 0.2
-
-
-class Stalled(RuntimeError):
-    """No committed progress for the stall timeout (the round is run again, as for the app)."""
 
 
 class ReportCodec:
@@ -159,22 +153,6 @@ def build_broker(
     return broker
 
 
-@dataclass
-class Outcome:
-    records_seconds: float  # assignment -> last event record written
-    committed_seconds: float  # assignment -> committed offsets at the end
-    succeeded: int  # events recorded by this run (the app's counterpart is its metric)
-    statuses: dict[str, int]
-    write_batch_mean: float | None
-
-
-def last_record_at(engine: Engine, group: str) -> float | None:
-    with engine.connect() as conn:
-        query = text("SELECT max(updated_at) FROM event_records WHERE consumer_group = :g")
-        last = conn.execute(query, {"g": group}).scalar_one()
-        return None if last is None else float(last.timestamp())
-
-
 def run(
     variant: str,
     bootstrap: str,
@@ -182,9 +160,8 @@ def run(
     group: str,
     engine: Engine,
     n: int,
-    timeout: float,
-    stall_s: float,
-) -> Outcome:
+    limits: tuple[float, float],
+) -> AppRun:
     """Consume the `n` records of `topic` with FastStream; timed from the first assignment."""
     assigned: list[tuple[float, float]] = []
     ready = threading.Event()
@@ -196,39 +173,31 @@ def run(
 
     writer = RecordWriter(engine, group)
     broker = build_broker(bootstrap, topic, group, writer, variant == "faststream-batch", on_assign)
-    watcher = c.CommitWatcher(bootstrap, group, topic)
+    watcher = CommitWatcher(bootstrap, group, topic)
     try:
         with start_blocking_portal() as portal:
             portal.call(broker.start)
             try:
                 if not ready.wait(timeout=60):
                     raise TimeoutError("FastStream got no partitions within 60 s")
-                (t0, t0_wall), committed_s = assigned[0], None
-                progress = (0, t0)
-                while committed_s is None:
-                    time.sleep(POLL_S)
-                    committed, now = watcher.committed(), time.perf_counter()
-                    if committed >= n:
-                        committed_s = now - t0
-                    elif committed > progress[0]:
-                        progress = (committed, now)
-                    elif now - progress[1] > stall_s or now - t0 > timeout:
-                        error = Stalled if now - t0 <= timeout else TimeoutError
-                        raise error(
-                            f"{group}: {c.record_count(engine, group)}/{n} records, "
-                            f"{committed} committed after {now - t0:.0f} s, "
-                            f"none for {now - progress[1]:.0f} s"
-                        )
+                t0, t0_wall = assigned[0]
+
+                def label() -> str:
+                    return f"{group}: {c.record_count(engine, group)}/{n} records"
+
+                committed_s = wait_committed(watcher, n, t0, limits, label)
             finally:
                 portal.call(broker.stop)
     finally:
         watcher.close()
     last = last_record_at(engine, group)
-    return Outcome(
-        records_seconds=committed_s if last is None else last - t0_wall,
+    statuses = c.record_statuses(engine, group)
+    warn_if_short(group, statuses, n)
+    return AppRun(
+        seconds=committed_s if last is None else last - t0_wall,
         committed_seconds=committed_s,
         succeeded=writer.succeeded,
-        statuses=c.record_statuses(engine, group),
+        statuses=statuses,
         write_batch_mean=writer.events / writer.transactions if writer.transactions else None,
     )
 

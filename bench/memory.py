@@ -26,22 +26,21 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-
 from bench import common as c
+from bench import driver
+from bench.backlog import CommitWatcher
+from bench.rss import SAMPLE_S, Sampler, mb, proc_kb
+from devtools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_PEAK_MB = 200.0
-SAMPLE_S = 0.2
 
 # The children, kept to what is measured: each imports nothing of the benchmark.
 APP_CHILD = """
@@ -90,59 +89,6 @@ status = open("/proc/self/status").read()
 hwm = [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
 print(json.dumps({"consumed": count, "seconds": seconds, "vmhwm_kb": hwm[0]}), flush=True)
 """
-
-
-def proc_kb(pid: int, field: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return None
-
-
-class Sampler:
-    """VmRSS of a process every SAMPLE_S seconds, on a thread, until it exits."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.t0 = time.monotonic()
-        self.samples: list[tuple[float, int]] = []  # (seconds since spawn, kB)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while self.proc.poll() is None:
-            rss = proc_kb(self.proc.pid, "VmRSS")
-            if rss is not None:
-                self.samples.append((time.monotonic() - self.t0, rss))
-            time.sleep(SAMPLE_S)
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def between(self, start: float, end: float) -> list[int]:
-        return [kb for t, kb in self.samples if start <= t <= end]
-
-    def join(self) -> None:
-        self._thread.join(timeout=10)
-
-    def series(self, points: int = 60) -> list[tuple[float, float]]:
-        """At most `points` (t s, MB) pairs for plotting, every k-th sample."""
-        step = max(1, len(self.samples) // points)
-        return [(round(t, 1), round(kb / 1024, 1)) for t, kb in self.samples[::step]]
-
-
-def mb(kb: float | None) -> float | None:
-    return None if kb is None else round(kb / 1024, 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ready(port: int) -> bool:
@@ -199,19 +145,18 @@ def wait_ready(proc: subprocess.Popen[str], port: int, sampler: Sampler) -> floa
 
 
 def run_idle(args: argparse.Namespace) -> dict[str, Any]:
-    settings = c.bench_settings(args.bootstrap, args.database_url, c.new_prefix())
-    topics = c.prepare_topics(settings)
-    port = free_port()
-    proc = spawn_app(args, settings.topic_prefix, port)
-    sampler = Sampler(proc)
-    try:
-        t_ready = wait_ready(proc, port, sampler)
-        time.sleep(args.idle_seconds)
-        t_end = sampler.now()
-        hwm = proc_kb(proc.pid, "VmHWM")
-    finally:
-        result = stop_child(proc, sampler)
-        c.delete_topics(args.bootstrap, topics, [c.names_of(settings).group])
+    with c.fresh_prefix(args) as prefix:
+        prefix.groups.append(prefix.names.group)
+        port = free_port()
+        proc = spawn_app(args, prefix.settings.topic_prefix, port)
+        sampler = Sampler(proc)
+        try:
+            t_ready = wait_ready(proc, port, sampler)
+            time.sleep(args.idle_seconds)
+            t_end = sampler.now()
+            hwm = proc_kb(proc.pid, "VmHWM")
+        finally:
+            result = stop_child(proc, sampler)
     window = sampler.between(t_ready, t_end)
     return {
         "name": "app-idle",
@@ -251,7 +196,7 @@ def run_raw(args: argparse.Namespace, topic: str, prefix: str, n: int) -> dict[s
 
 def run_app(args: argparse.Namespace, prefix: str, n: int) -> dict[str, Any]:
     names = c.names_of(c.bench_settings(args.bootstrap, args.database_url, prefix))
-    watcher = c.CommitWatcher(args.bootstrap, names.group, names.main)
+    watcher = CommitWatcher(args.bootstrap, names.group, names.main)
     port = free_port()
     proc = spawn_app(args, prefix, port)
     sampler = Sampler(proc)
@@ -289,26 +234,11 @@ def run_app(args: argparse.Namespace, prefix: str, n: int) -> dict[str, Any]:
     }
 
 
-def forget_rows(database_url: str, groups: list[str]) -> None:
-    """The bench's own rows only: the database may be shared with tests and other runs."""
-    engine = create_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            for table in ("event_records", "dedup_keys"):
-                query = text(f"DELETE FROM {table} WHERE consumer_group = ANY(:g)")
-                conn.execute(query, {"g": groups})
-    finally:
-        engine.dispose()
-
-
 def render(report: dict[str, Any]) -> str:
-    m, cfg = report["machine"], report["config"]
+    cfg = report["config"]
+    title = "qchem-events memory benchmark (RSS of the consumer process draining a backlog)"
     lines = [
-        "qchem-events memory benchmark (RSS of the consumer process draining a backlog)",
-        f"command:  {report['command']}",
-        f"machine:  nproc={m['nproc']}, {m['platform']}, loadavg {m['loadavg_at_start']}"
-        f" -> {m['loadavg_at_end']}",
-        f"software: Python {m['python']}, librdkafka {m['librdkafka']}",
+        *driver.header(report, title),
         f"backlog:  {cfg['events']:,} Report events ({cfg['bytes_per_event']} B each), "
         f"produced in {cfg['produce_s']:.0f} s; app stopped after --max-seconds "
         f"{cfg['max_seconds']:.0f}",
@@ -340,17 +270,10 @@ def render(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = driver.parser("bench.memory", __doc__, smoke="20,000 events (CI)")
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--max-seconds", type=float, default=300.0, help="drain at most this long")
     p.add_argument("--idle-seconds", type=float, default=20.0, help="idle baseline's length")
-    p.add_argument("--smoke", action="store_true", help="20,000 events (CI)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", c.DEFAULT_BOOTSTRAP)
-    )
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", c.DEFAULT_DATABASE_URL))
     args = p.parse_args(argv)
     if args.smoke:
         args.events, args.max_seconds, args.idle_seconds = 20_000, 60.0, 4.0
@@ -359,39 +282,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    engine = c.prepared_engine(args.database_url)
-    try:
-        machine = c.machine_info(engine, args.database_url, args.bootstrap)
-    finally:
-        engine.dispose()
-    settings = c.bench_settings(args.bootstrap, args.database_url, c.new_prefix())
-    names = c.names_of(settings)
-    topics = c.prepare_topics(settings)
-    try:
-        data = c.dataset(args.events)
-        size = len(data[0][1])
-        produce_s = c.produce(args.bootstrap, names.main, data)
-        del data  # ~400 MB for a million: not needed any more
-        c.warn(f"{args.events:,} events produced in {produce_s:.0f} s")
-        idle = run_idle(args)
-        c.warn(f"app-idle: {idle['steady_rss_mb']} MB")
-        raw = run_raw(args, names.main, settings.topic_prefix, args.events)
-        c.warn(f"raw: peak {raw['peak_rss_mb']} MB, {raw['events_processed']:,} events")
-        app = run_app(args, settings.topic_prefix, args.events)
-        c.warn(f"app: peak {app['peak_rss_mb']} MB, {app['events_processed']:,} events")
-    finally:
-        c.delete_topics(args.bootstrap, topics, [names.group, f"{settings.topic_prefix}-raw"])
-        forget_rows(args.database_url, [names.group])
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    # VmHWM is the kernel's peak; a sample can exceed it by a few 100 kB (its RSS counters
-    # are per-thread caches, synced lazily): the larger of the two.
-    peak = max(app["vmhwm_mb"] or 0.0, app["peak_rss_mb"] or 0.0)
-    raw_peak = max(raw["vmhwm_mb"] or 0.0, raw["peak_rss_mb"] or 0.0)
-    report = {
-        "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-        "machine": machine,
+def measure(args: argparse.Namespace, engine: Any) -> dict[str, Any]:
+    engine.dispose()  # this process's connections are not what is measured
+    with c.fresh_prefix(args) as prefix:
+        names, run_prefix = prefix.names, prefix.settings.topic_prefix
+        prefix.groups += [names.group, f"{run_prefix}-raw"]
+        try:
+            data = c.dataset(args.events)
+            size = len(data[0][1])
+            produce_s = c.produce(args.bootstrap, names.main, data)
+            del data  # ~400 MB for a million: not needed any more
+            c.warn(f"{args.events:,} events produced in {produce_s:.0f} s")
+            idle = run_idle(args)
+            c.warn(f"app-idle: {idle['steady_rss_mb']} MB")
+            raw = run_raw(args, names.main, run_prefix, args.events)
+            c.warn(f"raw: peak {raw['peak_rss_mb']} MB, {raw['events_processed']:,} events")
+            app = run_app(args, run_prefix, args.events)
+            c.warn(f"app: peak {app['peak_rss_mb']} MB, {app['events_processed']:,} events")
+        finally:
+            c.forget_rows(args.database_url, [names.group])
+    return {
         "config": {
             "events": args.events,
             "bytes_per_event": size,
@@ -403,19 +313,29 @@ def main(argv: list[str] | None = None) -> int:
         },
         "target_peak_mb": TARGET_PEAK_MB,
         "variants": [idle, raw, app],
-        "summary": {
-            "app_peak_mb": peak,
-            "app_peak_vs_idle": peak / idle["steady_rss_mb"],
-            "raw_peak_mb": raw_peak,
-            "idle_mb": idle["steady_rss_mb"],
-            "app_peak_vs_raw": peak / raw_peak,
-            "drained_share": app["drained_share"],
-            "target_met": peak < TARGET_PEAK_MB,
-            "missed_by_mb": max(0.0, round(peak - TARGET_PEAK_MB, 1)),
-        },
+        "summary": summary(idle, raw, app),
     }
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+
+
+def summary(idle: dict[str, Any], raw: dict[str, Any], app: dict[str, Any]) -> dict[str, Any]:
+    # VmHWM is the kernel's peak; a sample can exceed it by a few 100 kB (its RSS counters
+    # are per-thread caches, synced lazily): the larger of the two.
+    peak = max(app["vmhwm_mb"] or 0.0, app["peak_rss_mb"] or 0.0)
+    raw_peak = max(raw["vmhwm_mb"] or 0.0, raw["peak_rss_mb"] or 0.0)
+    return {
+        "app_peak_mb": peak,
+        "app_peak_vs_idle": peak / idle["steady_rss_mb"],
+        "raw_peak_mb": raw_peak,
+        "idle_mb": idle["steady_rss_mb"],
+        "app_peak_vs_raw": peak / raw_peak,
+        "drained_share": app["drained_share"],
+        "target_met": peak < TARGET_PEAK_MB,
+        "missed_by_mb": max(0.0, round(peak - TARGET_PEAK_MB, 1)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return driver.run(parse_args(argv), measure, render)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import os
 import random
 import sys
 import threading
@@ -33,21 +32,20 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from confluent_kafka import Consumer, Producer, TopicPartition
-from sqlalchemy import create_engine, text
+from confluent_kafka import Producer
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
+from bench import driver
 from common.errors import TransientError
 from common.settings import Settings
-from ops.app import App
-from ops.logging import configure
+from devtools.harness import running_app
+from devtools.kafka import kafka_config, read_to_end
 from retry_topics import headers as rh
 from retry_topics.naming import tier_delays_ms
 from schemas.codec import encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
-from storage.db import migrate
 
 TARGET_P99_MS = 100.0
 TIERS = ("retry-1s", "retry-2s", "retry-4s")
@@ -156,7 +154,7 @@ def make_plan(events: list[Event], twice: float, thrice: float) -> dict[str, int
 
 def produce_paced(bootstrap: str, topic: str, records: list[c.Record], seconds: float) -> float:
     """Produce at an even rate over `seconds`; seconds actually taken."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer(kafka_config(bootstrap, {"linger.ms": 5}))
     started = time.perf_counter()
     step = seconds / len(records)
     for i, (key, value) in enumerate(records):
@@ -172,33 +170,42 @@ def produce_paced(bootstrap: str, topic: str, records: list[c.Record], seconds: 
 
 def read_dues(bootstrap: str, topic: str) -> list[tuple[str, int, int]]:
     """(event id, attempt, due ms) of every record of a retry tier, read to its end."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-readback", "enable.auto.commit": False}
-    )
+    out: list[tuple[str, int, int]] = []
+    for msg in read_to_end(bootstrap, topic, timeout=60):
+        h = rh.as_dict(rh.message_headers(msg))
+        event_id = json.loads(msg.value() or b"{}")["event_id"]
+        out.append((event_id, int(h[rh.ATTEMPT]), int(h[rh.DUE])))
+    return out
+
+
+def drain(
+    settings: Settings,
+    handler: FlakyHandler,
+    baseline: TimerBaseline,
+    data: list[c.Record],
+    spread: float,
+    args: argparse.Namespace,
+) -> tuple[float, float]:
+    """Run the app, produce the dataset (at once or spread), wait until every event succeeded
+    and the timer baseline is done; (seconds from the app's assignment, seconds producing)."""
+    n, topic = len(data), c.names_of(settings).main
     try:
-        ends = {}
-        for p in range(c.PARTITIONS):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        out: list[tuple[str, int, int]] = []
-        deadline = time.monotonic() + 60
-        while ends:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end")
-            for msg in consumer.consume(500, timeout=0.5):
-                part, offset = msg.partition(), msg.offset()
-                if msg.error() is not None or part is None or offset is None:
-                    continue
-                h = rh.as_dict(rh.message_headers(msg))
-                event_id = json.loads(msg.value() or b"{}")["event_id"]
-                out.append((event_id, int(h[rh.ATTEMPT]), int(h[rh.DUE])))
-                if offset + 1 >= ends.get(part, 0):
-                    ends.pop(part, None)
-        return out
+        with running_app(settings, {c.EVENT_TYPE: handler}, partitions=True) as app:
+            t0 = now_ms()
+            if spread > 0:
+                produce_s = produce_paced(args.bootstrap, topic, data, spread)
+            else:
+                produce_s = c.produce(args.bootstrap, topic, data)
+            deadline = time.monotonic() + args.timeout
+            while handler.succeeded < n or baseline.pending():
+                if app.failed.is_set():
+                    raise RuntimeError("a listener crashed (see stderr)")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{handler.succeeded}/{n} succeeded after {args.timeout} s")
+                time.sleep(0.05)
+            return (now_ms() - t0) / 1000, produce_s
     finally:
-        consumer.close()
+        baseline.stop()
 
 
 def run_round(
@@ -206,39 +213,16 @@ def run_round(
 ) -> dict[str, Any]:
     n = len(events)
     plan = make_plan(events, args.twice_share, args.thrice_share)
-    settings: Settings = c.bench_settings(args.bootstrap, args.database_url, c.new_prefix())
-    names = c.names_of(settings)
-    topics = c.prepare_topics(settings)
     baseline = TimerBaseline()
     handler = FlakyHandler(plan, baseline)
-    app = App(settings, handlers={c.EVENT_TYPE: handler})
-    try:
-        app.start()
-        for listener in app.listeners:
-            if not listener.assigned.wait(timeout=60):
-                raise TimeoutError("the app got no partitions within 60 s")
-        t0 = now_ms()
-        if spread > 0:
-            produce_s = produce_paced(args.bootstrap, names.main, data, spread)
-        else:
-            produce_s = c.produce(args.bootstrap, names.main, data)
-        deadline = time.monotonic() + args.timeout
-        while handler.succeeded < n or baseline.pending():
-            if app.failed.is_set():
-                raise RuntimeError("a listener crashed (see stderr)")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{handler.succeeded}/{n} succeeded after {args.timeout} s")
-            time.sleep(0.05)
-        done_s = (now_ms() - t0) / 1000
-    finally:
-        app.stop()
-        baseline.stop()
-    try:
-        dues = [d for spec in names.retry_tiers for d in read_dues(args.bootstrap, spec.name)]
-    finally:
-        if not args.keep_topics:
-            c.delete_topics(args.bootstrap, topics, [names.group])
-        forget_rows(args.database_url, names.group)
+    with c.fresh_prefix(args) as prefix:
+        names = prefix.names
+        prefix.groups.append(names.group)
+        try:
+            done_s, produce_s = drain(prefix.settings, handler, baseline, data, spread, args)
+            dues = [d for spec in names.retry_tiers for d in read_dues(args.bootstrap, spec.name)]
+        finally:
+            c.forget_rows(args.database_url, [names.group])
     lateness: dict[int, list[float]] = {}
     unmatched = 0
     for event_id, attempt, due in dues:
@@ -265,17 +249,6 @@ def run_round(
     }
 
 
-def forget_rows(database_url: str, group: str) -> None:
-    """The bench's own rows only: the database may be shared with tests and other runs."""
-    engine = create_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            for table in ("event_records", "dedup_keys"):
-                conn.execute(text(f"DELETE FROM {table} WHERE consumer_group = :g"), {"g": group})
-    finally:
-        engine.dispose()
-
-
 def summarise(rounds: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Per tier: the median over rounds of each statistic, and the target met or missed."""
     out: dict[str, Any] = {}
@@ -298,13 +271,10 @@ def variant_name(spread: float) -> str:
 
 
 def render(report: dict[str, Any]) -> str:
-    m, cfg = report["machine"], report["config"]
+    cfg = report["config"]
+    title = "qchem-events retry lateness benchmark (actual - due, per retry tier)"
     lines = [
-        "qchem-events retry lateness benchmark (actual - due, per retry tier)",
-        f"command:  {report['command']}",
-        f"machine:  nproc={m['nproc']}, {m['platform']}, loadavg {m['loadavg_at_start']}"
-        f" -> {m['loadavg_at_end']}",
-        f"software: Python {m['python']}, librdkafka {m['librdkafka']}",
+        *driver.header(report, title),
         f"dataset:  {cfg['events']:,} Report events, all fail once; {cfg['twice_share']:.0%} "
         f"twice, {cfg['thrice_share']:.0%} three times; {cfg['rounds']} round(s)",
         f"target:   P99 < {TARGET_P99_MS:.0f} ms",
@@ -341,21 +311,14 @@ def render(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.retry_lateness", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    smoke = "300 events, spreads 0,2, 1 round (CI)"
+    p = driver.parser("bench.retry_lateness", __doc__, smoke=smoke)
     p.add_argument("--events", type=int, default=10_000)
     p.add_argument("--twice-share", type=float, default=0.10, help="share failing twice")
     p.add_argument("--thrice-share", type=float, default=0.05, help="share failing 3 times")
     p.add_argument("--spreads", default="0,20", help="produce over N s each (0 = at once)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--smoke", action="store_true", help="300 events, spreads 0,2, 1 round (CI)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", c.DEFAULT_BOOTSTRAP)
-    )
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", c.DEFAULT_DATABASE_URL))
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per round at most")
-    p.add_argument("--keep-topics", action="store_true")
+    driver.add_limits(p, 600.0, stall=False)
     args = p.parse_args(argv)
     if args.smoke:
         args.events, args.spreads, args.rounds = 300, "0,2", 1
@@ -367,30 +330,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    configure("ERROR")  # every planned failure is a warning line otherwise
-    migrate(args.database_url)
-    engine: Engine = create_engine(args.database_url, pool_pre_ping=True)
-    try:
-        machine = c.machine_info(engine, args.database_url, args.bootstrap)
-    finally:
-        engine.dispose()
+def measure(args: argparse.Namespace, _engine: Engine) -> dict[str, Any]:
     events = sample_events(c.EVENT_TYPE, args.events, keys=1000)
     data = [(e.key.encode(), encode_json(e)) for e in events]
     results: dict[float, list[dict[str, Any]]] = {s: [] for s in args.spreads}
-    for round_no in range(1, args.rounds + 1):
-        shift = (round_no - 1) % len(args.spreads)
-        for spread in args.spreads[shift:] + args.spreads[:shift]:
-            result = run_round(spread, events, data, args)
-            result["round"] = round_no
-            results[spread].append(result)
-            t1 = result["tiers"].get("retry-1s", {})
-            c.warn(f"round {round_no} {variant_name(spread)}: retry-1s P99 {t1.get('p99_ms')} ms")
-    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    report = {
-        "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-        "machine": machine,
+    for round_no, spread in driver.rounds(args.spreads, args.rounds):
+        result = run_round(spread, events, data, args)
+        result["round"] = round_no
+        results[spread].append(result)
+        t1 = result["tiers"].get("retry-1s", {})
+        c.warn(f"round {round_no} {variant_name(spread)}: retry-1s P99 {t1.get('p99_ms')} ms")
+    return {
         "config": {
             "events": args.events,
             "twice_share": args.twice_share,
@@ -413,8 +363,11 @@ def main(argv: list[str] | None = None) -> int:
             for spread, rounds in results.items()
         ],
     }
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Every planned failure is a warning line otherwise.
+    return driver.run(parse_args(argv), measure, render, log_level="ERROR")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ from assignment to its last synchronous commit.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,9 @@ from confluent_kafka import Consumer, KafkaException
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
+from bench import driver
+from bench.backlog import run_app_backlog
+from devtools.kafka import kafka_config
 from schemas.codec import decode
 from schemas.events import Event
 
@@ -97,14 +98,8 @@ def run_one_at_a_time(
         if not assigned:
             assigned.append(time.perf_counter())
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
+    extra = {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    consumer = Consumer(kafka_config(bootstrap, extra))
     consumer.subscribe([topic], on_assign=on_assign)
     count = 0
     deadline = time.monotonic() + timeout
@@ -134,47 +129,32 @@ def run_round(
 ) -> RoundResult:
     n = len(data)
     sleep_s = args.sleep_ms / 1000
-    settings = c.bench_settings(args.bootstrap, args.database_url, c.new_prefix())
-    names = c.names_of(settings)
-    topics = c.prepare_topics(settings)
-    groups: list[str] = []
-    try:
-        produce_s = c.produce(args.bootstrap, names.main, data)
-        produced = sum(c.end_offsets(args.bootstrap, names.main).values())
-        if produced != n:
-            raise RuntimeError(f"{names.main} holds {produced} records, expected {n}")
+    with c.fresh_prefix(args) as prefix:
+        settings, names = prefix.settings, prefix.names
+        produce_s = c.produce_backlog(args.bootstrap, names.main, data)
         if variant == BASELINE:
             group = f"{settings.topic_prefix}-one"
-            groups.append(group)
+            prefix.groups.append(group)
             seconds = run_one_at_a_time(args.bootstrap, names.main, group, n, sleep_s, args.timeout)
             return RoundResult(round_no, n, n, seconds, n / seconds, produce_s, seconds)
-        groups.append(names.group)
-        run = c.run_app_backlog(
+        prefix.groups.append(names.group)
+        run = run_app_backlog(
             settings.model_copy(update={"concurrency": concurrency_of(variant)}),
             engine,
             SleepHandler(sleep_s),
             n,
-            args.timeout,
-            args.stall_timeout,
+            (args.timeout, args.stall_timeout),
         )
-        statuses = run["statuses"]
-        if statuses.get("succeeded") != n:
-            # Another process emptying the tables (a test's fixture) does this; `processed`
-            # comes from the app's metrics and the rate still holds.
-            c.warn(f"{variant} round {round_no}: records {statuses} for {n} events (truncated?)")
         return RoundResult(
             round=round_no,
             events=n,
-            processed=run["succeeded"],
-            seconds=run["seconds"],
-            rate=n / run["seconds"],
+            processed=run.succeeded,
+            seconds=run.seconds,
+            rate=n / run.seconds,
             produce_seconds=produce_s,
-            committed_seconds=run["committed_seconds"],
-            statuses=statuses,
+            committed_seconds=run.committed_seconds,
+            statuses=run.statuses,
         )
-    finally:
-        if not args.keep_topics:
-            c.delete_topics(args.bootstrap, topics, groups)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -212,8 +192,7 @@ def summarise(results: dict[str, list[RoundResult]], sleep_s: float) -> list[dic
 def render_text(report: dict[str, Any]) -> str:
     cfg = report["config"]
     lines = [
-        "qchem-events concurrency scaling benchmark",
-        *c.machine_lines(report),
+        *driver.header(report, "qchem-events concurrency scaling benchmark"),
         f"workload: Report events, {cfg['keys']} keys, {cfg['partitions']} partitions; "
         f"handler perform = sleep {cfg['sleep_ms']} ms, apply = no-op; "
         f"~{cfg['seconds']} s per variant at its ideal rate; {cfg['rounds']} round(s)",
@@ -233,14 +212,12 @@ def render_text(report: dict[str, Any]) -> str:
     ]
     rows = []
     for v in report["variants"]:
-        rates = [c.fmt_rate(r["rate"]) for r in v["rounds"]]
         target = v["target_share_of_ideal"]
         rows.append(
             [
                 v["name"],
                 f"{v['events']:,}",
-                *rates,
-                *([""] * (rounds - len(rates))),
+                *c.round_rates(v, rounds),
                 "-" if v["median_seconds"] is None else f"{v['median_seconds']:.1f}",
                 c.fmt_rate(v["median_rate"]),
                 c.fmt_rate(v["ideal_rate"]),
@@ -259,23 +236,14 @@ def render_text(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = driver.parser("bench.scaling", __doc__, smoke="tiny counts, 1 round (CI)")
     p.add_argument("--concurrency", default=",".join(map(str, DEFAULT_CONCURRENCY)))
     p.add_argument("--seconds", type=float, default=12.0, help="run length at the ideal rate")
     p.add_argument("--min-events", type=int, default=200)
     p.add_argument("--sleep-ms", type=float, default=20.0)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-baseline", dest="baseline", action="store_false")
-    p.add_argument("--smoke", action="store_true", help="tiny counts, 1 round (CI)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", c.DEFAULT_BOOTSTRAP)
-    )
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", c.DEFAULT_DATABASE_URL))
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds per round at most")
-    p.add_argument("--stall-timeout", type=float, default=60.0, help="seconds without progress")
-    p.add_argument("--keep-topics", action="store_true")
+    driver.add_limits(p, 600.0)
     args = p.parse_args(argv)
     if args.smoke:
         # One short variant each; 20 ms x 20 events is 0.4 s of waiting at concurrency 1.
@@ -292,46 +260,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def measure(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
+    sizes = {v: events_for(v, args) for v in args.variants}
+    data = c.dataset(max(sizes.values()))
+    results: dict[str, list[RoundResult]] = {v: [] for v in args.variants}
+    for round_no, variant in driver.rounds(args.variants, args.rounds):
+        result = run_round(variant, round_no, data[: sizes[variant]], args, engine)
+        results[variant].append(result)
+        c.warn(f"round {round_no} {variant}: {result.events} events, {result.rate:,.0f} ev/s")
+    return {
+        "config": {
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "min_events": args.min_events,
+            "sleep_ms": args.sleep_ms,
+            "keys": 1000,
+            "partitions": c.PARTITIONS,
+            "app_settings": c.app_settings_of(args, "concurrency"),  # varied per variant
+            "baseline_commit": "synchronous, per record" if args.baseline else None,
+        },
+        "baseline": BASELINE if args.baseline else None,
+        "variants": summarise(results, args.sleep_ms / 1000),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    engine = c.prepared_engine(args.database_url)
-    try:
-        machine = c.machine_info(engine, args.database_url, args.bootstrap)
-        app_settings = c.bench_settings(args.bootstrap, args.database_url, "bench")
-        sizes = {v: events_for(v, args) for v in args.variants}
-        data = c.dataset(max(sizes.values()))
-        results: dict[str, list[RoundResult]] = {v: [] for v in args.variants}
-        for round_no in range(1, args.rounds + 1):
-            shift = (round_no - 1) % len(args.variants)
-            for variant in args.variants[shift:] + args.variants[:shift]:
-                result = run_round(variant, round_no, data[: sizes[variant]], args, engine)
-                results[variant].append(result)
-                c.warn(
-                    f"round {round_no} {variant}: {result.events} events, {result.rate:,.0f} ev/s"
-                )
-        machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        shown = c.app_settings_of(app_settings)
-        shown.pop("concurrency", None)  # varied per variant
-        report = {
-            "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-            "machine": machine,
-            "config": {
-                "rounds": args.rounds,
-                "seconds": args.seconds,
-                "min_events": args.min_events,
-                "sleep_ms": args.sleep_ms,
-                "keys": 1000,
-                "partitions": c.PARTITIONS,
-                "app_settings": shown,
-                "baseline_commit": "synchronous, per record" if args.baseline else None,
-            },
-            "baseline": BASELINE if args.baseline else None,
-            "variants": summarise(results, args.sleep_ms / 1000),
-        }
-    finally:
-        engine.dispose()
-    print(json.dumps(report, indent=2) if args.json else render_text(report))
-    return 0
+    return driver.run(parse_args(argv), measure, render_text)
 
 
 if __name__ == "__main__":

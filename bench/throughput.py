@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -31,15 +30,14 @@ from pathlib import Path
 from typing import Any, ClassVar, cast
 
 from confluent_kafka import Consumer, KafkaException
-from prometheus_client import REGISTRY
-from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from bench import common as c
+from bench import driver
 from bench import faststream_job as fs
-from common.settings import Settings
+from bench.backlog import AppRun, Stalled, run_app_backlog
 from consumers.handlers.base import nothing_outside_the_database
-from ops.app import App
+from devtools.kafka import kafka_config
 from schemas.codec import decode
 from schemas.events import Event
 
@@ -53,12 +51,6 @@ DESCRIPTIONS = {
     "app": "ops.app.App, no-op handler, CONCURRENCY={n}",
     **fs.DESCRIPTIONS,
 }
-POLL_S = 0.2
-
-
-class Stalled(RuntimeError):
-    """The app made no progress for --stall-timeout seconds (seen when the shared broker is
-    restarted by someone else mid-round); the round is run again once on a fresh prefix."""
 
 
 class NoopHandler:
@@ -101,7 +93,7 @@ def run_raw(bootstrap: str, topic: str, group: str, n: int, validate: bool, time
             assigned.append(time.perf_counter_ns())
 
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"}
+        kafka_config(bootstrap, {"group.id": group, "auto.offset.reset": "earliest"})
     )
     consumer.subscribe([topic], on_assign=on_assign)
     count = 0
@@ -126,105 +118,18 @@ def run_raw(bootstrap: str, topic: str, group: str, n: int, validate: bool, time
         consumer.close()
 
 
-def last_record_at(engine: Engine, group: str) -> float | None:
-    """Wall-clock time of the group's last event record (set just before its commit)."""
-    with engine.connect() as conn:
-        query = text("SELECT max(updated_at) FROM event_records WHERE consumer_group = :g")
-        last = conn.execute(query, {"g": group}).scalar_one()
-        return None if last is None else float(last.timestamp())
-
-
-def counters() -> tuple[float, float, float]:
-    """This process's successes (counted after the DB commit), write transactions, events
-    written in them - the apps' own Prometheus metrics."""
-    labels = {"event_type": c.EVENT_TYPE, "outcome": "success"}
-    return (
-        REGISTRY.get_sample_value("qchem_events_processed_total", labels) or 0.0,
-        REGISTRY.get_sample_value("qchem_db_write_batch_events_count") or 0.0,
-        REGISTRY.get_sample_value("qchem_db_write_batch_events_sum") or 0.0,
-    )
-
-
-def run_app(
-    settings: Settings, engine: Engine, n: int, timeout: float, stall_s: float, profile: Path | None
-) -> RoundResult:
-    names = c.names_of(settings)
-    app = App(settings, handlers={c.EVENT_TYPE: NoopHandler()})
-    watcher = c.CommitWatcher(settings.kafka_bootstrap_servers, names.group, names.main)
-    profiler = c.ThreadProfiler() if profile else None
-    if profiler is not None:
-        profiler.start()
-    before = counters()
-    try:
-        app.start()
-        for listener in app.listeners:
-            if not listener.assigned.wait(timeout=60):
-                raise TimeoutError("the app got no partitions within 60 s")
-        if not app.ready():
-            raise RuntimeError("app.ready() is false after every listener was assigned")
-        t0, t0_wall = time.perf_counter(), time.time()
-        committed_s: float | None = None
-        progress = (0, t0)  # committed offsets, when they last moved
-        while committed_s is None:
-            time.sleep(POLL_S)
-            if app.failed.is_set():
-                raise RuntimeError("a listener crashed (see stderr)")
-            committed = watcher.committed()
-            now = time.perf_counter()
-            if committed >= n:
-                committed_s = now - t0
-            elif committed > progress[0]:
-                progress = (committed, now)
-            elif now - progress[1] > stall_s or now - t0 > timeout:
-                done = c.record_count(engine, names.group)
-                error = Stalled if now - t0 <= timeout else TimeoutError
-                raise error(
-                    f"{names.group}: {done}/{n} records, {committed} committed after "
-                    f"{now - t0:.0f} s, none for {now - progress[1]:.0f} s"
-                )
-        statuses = c.record_statuses(engine, names.group)
-        last = last_record_at(engine, names.group)
-        records_s = committed_s if last is None else last - t0_wall
-    finally:
-        app.stop()
-        watcher.close()
-        if profiler is not None and profile is not None:
-            profiler.write(profile, settings.topic_prefix)
-    succeeded, batches, written = (a - b for a, b in zip(counters(), before, strict=True))
-    if statuses.get("succeeded") != n:
-        # Another process emptying the tables (a test's fixture) does this. The rate still
-        # holds: it is timed by the last record written (or by the committed offsets when no
-        # record is left); `processed` counts successes from the app's metrics.
-        c.warn(f"{names.group}: event records {statuses} for {n} events (truncated by others?)")
+def round_result(round_no: int, n: int, run: AppRun) -> RoundResult:
+    """An app's or FastStream's run over the backlog (bench/backlog.py) as a round."""
     return RoundResult(
-        round=0,
+        round=round_no,
         events=n,
-        processed=int(succeeded),
-        seconds=records_s,
-        rate=n / records_s,
-        committed_seconds=committed_s,
-        committed_rate=n / committed_s,
-        statuses=statuses,
-        write_batch_mean=written / batches if batches else None,
-    )
-
-
-def run_faststream(
-    variant: str, args: argparse.Namespace, engine: Engine, topic: str, group: str, n: int
-) -> RoundResult:
-    out = fs.run(variant, args.bootstrap, topic, group, engine, n, args.timeout, args.stall_timeout)
-    if out.statuses.get("succeeded") != n:
-        c.warn(f"{group}: event records {out.statuses} for {n} events (truncated by others?)")
-    return RoundResult(
-        round=0,
-        events=n,
-        processed=out.succeeded,
-        seconds=out.records_seconds,
-        rate=n / out.records_seconds,
-        committed_seconds=out.committed_seconds,
-        committed_rate=n / out.committed_seconds,
-        statuses=out.statuses,
-        write_batch_mean=out.write_batch_mean,
+        processed=run.succeeded,
+        seconds=run.seconds,
+        rate=n / run.seconds,
+        committed_seconds=run.committed_seconds,
+        committed_rate=n / run.committed_seconds,
+        statuses=run.statuses,
+        write_batch_mean=run.write_batch_mean,
     )
 
 
@@ -232,48 +137,32 @@ def run_round(
     variant: str, round_no: int, data: list[c.Record], args: argparse.Namespace, engine: Engine
 ) -> RoundResult:
     n = len(data)
-    settings = c.bench_settings(args.bootstrap, args.database_url, c.new_prefix())
-    names = c.names_of(settings)
-    topics = c.prepare_topics(settings)
-    groups: list[str] = []
-    try:
-        produce_s = c.produce(args.bootstrap, names.main, data)
-        produced = sum(c.end_offsets(args.bootstrap, names.main).values())
-        if produced != n:
-            raise RuntimeError(f"{names.main} holds {produced} records, expected {n}")
+    with c.fresh_prefix(args) as prefix:
+        settings, names = prefix.settings, prefix.names
+        produce_s = c.produce_backlog(args.bootstrap, names.main, data)
         if variant.startswith("raw-"):
             group = f"{settings.topic_prefix}-raw"
-            groups.append(group)
+            prefix.groups.append(group)
             validate = variant == "raw-decode"
             ns = run_raw(args.bootstrap, names.main, group, n, validate, args.timeout)
             result = RoundResult(round_no, n, n, ns / 1e9, n / (ns / 1e9))
-        elif variant in fs.VARIANTS:
-            group = f"{settings.topic_prefix}-{variant}"  # its own rows, apart from the app's
-            groups.append(group)
-            if args.truncate:
-                c.truncate(engine)
-            result = run_faststream(variant, args, engine, names.main, group, n)
-            result.round = round_no
         else:
-            groups.append(names.group)
-            concurrency = int(variant.removeprefix("app-c"))
             if args.truncate:
                 c.truncate(engine)
-            profile = args.profile if round_no == 1 else None
-            result = run_app(
-                settings.model_copy(update={"concurrency": concurrency}),
-                engine,
-                n,
-                args.timeout,
-                args.stall_timeout,
-                profile / variant if profile else None,
-            )
-            result.round = round_no
+            limits = (args.timeout, args.stall_timeout)
+            if variant in fs.VARIANTS:
+                group = f"{settings.topic_prefix}-{variant}"  # its own rows, apart from the app's
+                prefix.groups.append(group)
+                run = fs.run(variant, args.bootstrap, names.main, group, engine, n, limits)
+            else:
+                prefix.groups.append(names.group)
+                concurrency = int(variant.removeprefix("app-c"))
+                app_settings = settings.model_copy(update={"concurrency": concurrency})
+                profile = args.profile / variant if args.profile and round_no == 1 else None
+                run = run_app_backlog(app_settings, engine, NoopHandler(), n, limits, profile)
+            result = round_result(round_no, n, run)
         result.produce_seconds = produce_s
         return result
-    finally:
-        if not args.keep_topics:
-            c.delete_topics(args.bootstrap, topics, groups)
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -313,21 +202,12 @@ def summarise(results: dict[str, list[RoundResult]]) -> list[dict[str, Any]]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = driver.parser("bench.throughput", __doc__, smoke="2,000 events, 1 round (CI)")
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--smoke", action="store_true", help="2,000 events, 1 round (CI)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="raw-json,app-c10,...")
-    p.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", c.DEFAULT_BOOTSTRAP)
-    )
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", c.DEFAULT_DATABASE_URL))
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per round at most")
-    p.add_argument("--stall-timeout", type=float, default=60.0, help="seconds without progress")
+    driver.add_limits(p, 900.0)
     p.add_argument("--no-truncate", dest="truncate", action="store_false")
-    p.add_argument("--keep-topics", action="store_true")
     p.add_argument("--profile", type=Path, help="pyinstrument the app variants' first round")
     args = p.parse_args(argv)
     if args.smoke:
@@ -343,59 +223,84 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def measure(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
+    data = c.dataset(args.events)
+    results: dict[str, list[RoundResult]] = {v: [] for v in args.variants}
+    stalls: list[str] = []
+    for round_no, variant in driver.rounds(args.variants, args.rounds):
+        try:
+            result = run_round(variant, round_no, data, args, engine)
+        except Stalled as exc:
+            stalls.append(f"round {round_no} {variant}: {exc}")
+            c.warn(f"STALLED, running the round again: {stalls[-1]}")
+            result = run_round(variant, round_no, data, args, engine)
+        results[variant].append(result)
+        c.warn(f"round {round_no} {variant}: {result.rate:,.0f} ev/s")
+    variants = summarise(results)
+    return {
+        "config": {
+            "events": args.events,
+            "rounds": args.rounds,
+            "keys": 1000,
+            "partitions": c.PARTITIONS,
+            "truncate": args.truncate,
+            "app_settings": c.app_settings_of(args, "concurrency"),  # varied per variant
+        },
+        "baseline": BASELINE,
+        "variants": variants,
+        "versus_faststream": fs.versus(variants),
+        "stalls": stalls,  # rounds abandoned for lack of progress and run again
+    }
+
+
+def render_text(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    lines = [
+        *driver.header(report, "qchem-events throughput benchmark"),
+        f"dataset:  {cfg['events']:,} Report events ({cfg['keys']} keys, "
+        f"{cfg['partitions']} partitions) per round, {cfg['rounds']} round(s), interleaved",
+        "app:      " + ", ".join(f"{k}={v}" for k, v in cfg["app_settings"].items()),
+        "",
+    ]
+    rounds = cfg["rounds"]
+    headers = ["variant", *(f"round {i + 1}" for i in range(rounds)), "median ev/s"]
+    headers.append(f"vs {report['baseline']}")
+    rows = []
+    for v in report["variants"]:
+        ratio = v["ratio_to_baseline"]
+        rows.append(
+            [
+                v["name"],
+                *c.round_rates(v, rounds),
+                c.fmt_rate(v["median_rate"]),
+                "-" if ratio is None else f"{ratio:.1%}",
+            ]
+        )
+    lines += ["events/s (to the last durable outcome for app-*)", c.format_table(headers, rows)]
+    detail = [
+        [
+            v["name"],
+            f"{v['median_seconds']:.2f}",
+            c.fmt_rate(v["median_committed_rate"]),
+            f"{v['median_produce_seconds']:.2f}",
+            "-" if v["median_write_batch"] is None else f"{v['median_write_batch']:.1f}",
+            v["description"],
+        ]
+        for v in report["variants"]
+    ]
+    lines += [
+        "",
+        c.format_table(
+            ["variant", "median s", "ev/s to committed", "produce s", "events/txn", "what"],
+            detail,
+        ),
+    ]
+    lines += [f"STALLED and run again: {stall}" for stall in report["stalls"]]
+    return "\n".join(lines) + fs.render_versus(report["versus_faststream"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    engine = c.prepared_engine(args.database_url)
-    try:
-        machine = c.machine_info(engine, args.database_url, args.bootstrap)
-        app_settings = c.bench_settings(args.bootstrap, args.database_url, "bench")
-        data = c.dataset(args.events)
-        results: dict[str, list[RoundResult]] = {v: [] for v in args.variants}
-        stalls: list[str] = []
-        for round_no in range(1, args.rounds + 1):
-            shift = (round_no - 1) % len(args.variants)
-            for variant in args.variants[shift:] + args.variants[:shift]:
-                try:
-                    result = run_round(variant, round_no, data, args, engine)
-                except (Stalled, fs.Stalled) as exc:
-                    stalls.append(f"round {round_no} {variant}: {exc}")
-                    c.warn(f"STALLED, running the round again: {stalls[-1]}")
-                    result = run_round(variant, round_no, data, args, engine)
-                results[variant].append(result)
-                c.warn(f"round {round_no} {variant}: {result.rate:,.0f} ev/s")
-        variants = summarise(results)
-        machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        report = {
-            "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-            "machine": machine,
-            "config": {
-                "events": args.events,
-                "rounds": args.rounds,
-                "keys": 1000,
-                "partitions": c.PARTITIONS,
-                "truncate": args.truncate,
-                # The app's other settings come from the environment, as in production.
-                "app_settings": {
-                    k: getattr(app_settings, k)
-                    for k in (
-                        "max_in_flight",
-                        "write_batch_max",
-                        "db_writers_per_listener",
-                        "db_pool_size",
-                        "commit_interval_s",
-                    )
-                },
-            },
-            "baseline": BASELINE,
-            "variants": variants,
-            "versus_faststream": fs.versus(variants),
-            "stalls": stalls,  # rounds abandoned for lack of progress and run again
-        }
-    finally:
-        engine.dispose()
-    text_report = c.render_text(report) + fs.render_versus(fs.versus(variants))
-    print(json.dumps(report, indent=2) if args.json else text_report)
-    return 0
+    return driver.run(parse_args(argv), measure, render_text)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ servers rather than mocks: a mock cannot refuse a connection, time out, or reply
 """
 
 from devtools.devservers.chemical_api import MODES, ChemicalApiServer, Mode, chemical_record
-from devtools.devservers.ports import LOCALHOST, free_port
 from devtools.devservers.smtp import ReceivedEmail, SmtpSink
+from devtools.ports import LOCALHOST, free_port
 
 __all__ = [
     "LOCALHOST",

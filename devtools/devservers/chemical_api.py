@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from devtools.devservers.ports import LOCALHOST
+from devtools.ports import LOCALHOST
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from devtools.devservers.ports import LOCALHOST, free_port
+from devtools.ports import LOCALHOST, free_port
 
 log = logging.getLogger(__name__)
 

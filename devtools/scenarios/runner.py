@@ -24,13 +24,15 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from consumers.handlers.base import Handler
+from devtools import harness
+from devtools.kafka import kafka_config, read_to_end
 from devtools.scenarios.dashboard import (
     Check,
     Outcome,
@@ -152,23 +154,22 @@ class ScenarioRun:
     @contextmanager
     def running(self, handlers: dict[str, Handler] | None = None) -> Iterator[App]:
         """The real application, started and assigned its partitions; stopped afterwards."""
-        app = App(self.settings, handlers=handlers)
-        self.app = app
         stop = threading.Event()
-        sampler = threading.Thread(target=self._sample, args=(app, stop), daemon=True)
         try:
-            app.start()
-            if not poll(app.ready, READY_TIMEOUT_S):
-                raise ScenarioError(f"partitions not assigned within {READY_TIMEOUT_S:.0f} s")
-            self.timeline.start()
-            sampler.start()
-            yield app
+            with harness.running_app(self.settings, handlers, timeout=READY_TIMEOUT_S) as app:
+                self.app = app
+                self.timeline.start()
+                sampler = threading.Thread(target=self._sample, args=(app, stop), daemon=True)
+                sampler.start()
+                try:
+                    yield app
+                finally:
+                    stop.set()
+                    sampler.join(timeout=5)
+        except harness.AppNotReady as exc:
+            raise ScenarioError(str(exc)) from None
         finally:
-            stop.set()
-            if sampler.is_alive():
-                sampler.join(timeout=5)
-            app.stop()
-            if app.failed.is_set():
+            if self.app is not None and self.app.failed.is_set():
                 self.check("no listener crashed", False, "a listener thread died")
 
     def _sample(self, app: App, stop: threading.Event) -> None:
@@ -248,7 +249,7 @@ class ScenarioRun:
     def produce(self, topic: str, records: list[RawRecord]) -> list[Record]:
         """Produce and wait for every delivery report; where each record landed."""
         producer = Producer(
-            {**self.settings.kafka_common_config(), "linger.ms": 5, "enable.idempotence": True}
+            kafka_config(self.settings, {"linger.ms": 5, "enable.idempotence": True})
         )
         landed: dict[int, tuple[int, int]] = {}
         errors: list[str] = []
@@ -285,42 +286,22 @@ class ScenarioRun:
 
     def read_topic(self, topic: str, timeout: float = 20.0) -> list[Record]:
         """Every record of `topic` up to its current end, read without joining a group."""
-        consumer = Consumer(
-            {
-                **self.settings.kafka_common_config(),
-                "group.id": f"{self.settings.topic_prefix}-reader",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
         try:
-            metadata = consumer.list_topics(topic, timeout=10)
-            ends: dict[int, int] = {}
-            for p in metadata.topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                if high > low:
-                    ends[p] = high
-            consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-            found: list[Record] = []
-            deadline = time.monotonic() + timeout
-            while ends and time.monotonic() < deadline:
-                for msg in consumer.consume(500, timeout=0.5):
-                    part, offset = msg.partition(), msg.offset()
-                    if msg.error() is not None or part is None or offset is None:
-                        continue
-                    headers = rh.message_headers(msg) or []
-                    stamp = msg.timestamp()[1]
-                    found.append(
-                        Record(topic, part, offset, msg.key(), msg.value(), headers, stamp)
-                    )
-                    if offset + 1 >= ends.get(part, 0):
-                        ends.pop(part, None)
-            if ends:
-                raise ScenarioError(f"could not read {topic} to its end within {timeout:.0f} s")
-            return found
-        finally:
-            consumer.close()
+            messages = read_to_end(self.settings, topic, timeout)
+        except TimeoutError as exc:
+            raise ScenarioError(str(exc)) from None
+        return [
+            Record(
+                topic,
+                cast(int, msg.partition()),
+                cast(int, msg.offset()),
+                msg.key(),
+                msg.value(),
+                rh.message_headers(msg) or [],
+                msg.timestamp()[1],
+            )
+            for msg in messages
+        ]
 
     # -- database -----------------------------------------------------------------------------
 

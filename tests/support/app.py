@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,30 +12,20 @@ from pathlib import Path
 
 from common.settings import Settings
 from consumers.handlers.base import Handler
+from devtools import harness
+from devtools.ports import free_port
 from ops.app import App
 from ops.topics import create_topics
-from tests.support.kafka import wait_for
 
 CLI = str(Path(sys.executable).parent / "qchem-events")
 
 
 @contextmanager
 def running_app(settings: Settings, handlers: dict[str, Handler] | None = None) -> Iterator[App]:
+    """The settings' topics created, then the app run in this process (devtools/harness.py)."""
     create_topics(settings)
-    app = App(settings, handlers=handlers)
-    app.start()
-    try:
-        wait_for(app.ready, timeout=60, message="partitions assigned to every listener")
+    with harness.running_app(settings, handlers) as app:
         yield app
-    finally:
-        app.stop()
-
-
-def free_port() -> int:
-    """A port free right now, for a child process's /metrics (METRICS_PORT=0 is refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

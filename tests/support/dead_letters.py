@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from common.settings import Settings
+from devtools.kafka import kafka_config
 from ops.topics import create_topics
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames, topic_names
@@ -52,9 +53,7 @@ def dead_lettered(
     chosen = events if events is not None else sample_events(event_type, count)
     produce_events(settings.kafka_bootstrap_servers, names.main, chosen, headers=SOURCE_HEADERS)
     originals = read_all(settings.kafka_bootstrap_servers, names.main)
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": names.group}
-    )
+    consumer = Consumer(kafka_config(settings, {"group.id": names.group}))
     try:
         ends = end_offsets(settings, names.main)
         consumer.commit(
@@ -64,7 +63,7 @@ def dead_lettered(
         consumer.close()
     now = int(time.time() * 1000)
     failure = rh.Failure(error_class, "it failed: password=hunter2", "Traceback ...", kind)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    producer = Producer(kafka_config(settings, {"acks": "all"}))
     for m in originals:
         headers = rh.build(
             source_headers=m.headers(),
@@ -85,9 +84,7 @@ def produce_many(settings: Settings, event_type: str, count: int, error_classes:
     """`count` DLQ records straight to the DLQ (no main-topic originals), error classes in
     turn - for paging and the benchmark."""
     names = names_for(settings, event_type)
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20, "acks": "all"}
-    )
+    producer = Producer(kafka_config(settings, {"linger.ms": 20, "acks": "all"}))
     events = sample_events(event_type, count)
     now = int(time.time() * 1000)
     for n, event in enumerate(events):

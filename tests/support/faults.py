@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
+from devtools.kafka import kafka_config
 from retry_topics.naming import TopicNames
 from schemas.codec import encode_json
 from schemas.events import Event
@@ -141,14 +142,16 @@ def with_copies(records: list[Record], types: set[str], partitions: int) -> list
 
 def fast_producer(bootstrap: str) -> Producer:
     return Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 5,
-            "enable.idempotence": True,  # retries during a broker outage create no copies
-            "message.timeout.ms": 180_000,  # outlive a broker restart
-            "queue.buffering.max.messages": 1_000_000,
-            "message.max.bytes": 2_000_000,
-        }
+        kafka_config(
+            bootstrap,
+            {
+                "linger.ms": 5,
+                "enable.idempotence": True,  # retries during a broker outage create no copies
+                "message.timeout.ms": 180_000,  # outlive a broker restart
+                "queue.buffering.max.messages": 1_000_000,
+                "message.max.bytes": 2_000_000,
+            },
+        )
     )
 
 
@@ -256,7 +259,7 @@ def infra(script: str, *args: str, timeout: float = 180) -> float:
 def kafka_answers(bootstrap: str, timeout: float = 2.0) -> bool:
     """The broker answers a metadata request and has a controller (it is serving)."""
     try:
-        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout)
+        metadata = AdminClient(kafka_config(bootstrap)).list_topics(timeout=timeout)
         return bool(metadata.brokers)
     except Exception:
         return False

@@ -9,12 +9,13 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from common.settings import Settings
+from devtools.kafka import kafka_config, read_to_end
 from schemas.codec import encode_json
 from schemas.events import Event
 
 
 def producer(bootstrap: str) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    return Producer(kafka_config(bootstrap, {"linger.ms": 5, "enable.idempotence": True}))
 
 
 def produce_events(
@@ -62,39 +63,11 @@ def wait_for(
 
 def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Any]:
     """Every record currently in `topic`, read with a throwaway consumer."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = list(metadata.topics[topic].partitions)
-        ends = {}
-        for p in partitions:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records: list[Any] = []
-        remaining = {p for p, high in ends.items() if high > 0}
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=0.5):
-                if msg.error():
-                    continue
-                records.append(msg)
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    remaining.discard(msg.partition())
-        return records
-    finally:
-        consumer.close()
+    return read_to_end(bootstrap, topic, timeout, partial_ok=True)
 
 
 def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group})
+    consumer = Consumer(kafka_config(settings, {"group.id": group}))
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         tps = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
@@ -104,9 +77,7 @@ def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, i
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "end-offsets"}
-    )
+    consumer = Consumer(kafka_config(settings, {"group.id": "end-offsets"}))
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         return {

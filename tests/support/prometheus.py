@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from devtools.devservers import free_port
+from devtools.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "qchem-events.rules.yml"

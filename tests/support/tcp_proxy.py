@@ -12,7 +12,7 @@ import socket
 import threading
 from contextlib import suppress
 
-from devtools.devservers import free_port
+from devtools.ports import free_port
 
 
 class TcpProxy:

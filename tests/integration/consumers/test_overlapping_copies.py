@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from devtools.devservers import ChemicalApiServer, SmtpSink
+from devtools.kafka import kafka_config
 from schemas.codec import encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
@@ -35,7 +36,7 @@ def scalar(engine: Engine, sql: str, **params: Any) -> Any:
 
 def produce_twice(bootstrap: str, topic: str, events: list[Event]) -> None:
     """Each event twice, back to back: even ones on the same partition, odd ones on the next."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = Producer(kafka_config(bootstrap, {"linger.ms": 5}))
     for n, event in enumerate(events):
         first = n % PARTITIONS
         second = first if n % 2 == 0 else (first + 1) % PARTITIONS

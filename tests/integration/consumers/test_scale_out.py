@@ -27,6 +27,7 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
+from devtools.kafka import kafka_config
 from ops.topics import create_topics
 from retry_topics.naming import topic_names
 from tests.support.app import AppProcess
@@ -45,7 +46,7 @@ CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
 def group_shares(settings: Settings) -> list[set[tuple[str, int]]]:
     """Per member of the group (the broker's view): the partitions it holds."""
     names = topic_names(settings, "ChemicalStatus")
-    admin = AdminClient(settings.kafka_common_config())
+    admin = AdminClient(kafka_config(settings))
     (future,) = admin.describe_consumer_groups([names.group]).values()
     try:
         members = future.result(timeout=10).members

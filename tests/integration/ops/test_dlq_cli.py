@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from devtools.devservers import SmtpSink
+from devtools.kafka import kafka_config
 from ops.dlq_render import record_from_json
 from ops.topics import create_topics
 from retry_topics import headers as rh
@@ -102,7 +103,7 @@ def names_for(settings: Settings, event_type: str) -> TopicNames:
 
 def commit_to_end(settings: Settings, group: str, topic: str) -> None:
     """As if the app had consumed the topic (and dead-lettered what failed)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group})
+    consumer = Consumer(kafka_config(settings, {"group.id": group}))
     try:
         ends = end_offsets(settings, topic)
         consumer.commit(
@@ -122,7 +123,7 @@ def produce_dlq(
     records: Sequence[tuple[int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]],
 ) -> None:
     """(partition or None for the key's, key, value, headers) records to `topic`."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    producer = Producer(kafka_config(settings, {"acks": "all"}))
     for partition, key, value, headers in records:
         extra = {"partition": partition} if partition is not None else {}
         producer.produce(topic, key=key, value=value, headers=headers, **extra)  # type: ignore[arg-type]
@@ -497,7 +498,7 @@ def test_filter_purge_hides_and_time_purge_deletes(settings: Settings, db_engine
     assert purged.returncode == 0, purged.stderr
     assert "deleted 7 record(s)" in purged.stdout
     assert read_all(settings.kafka_bootstrap_servers, names.dlq, timeout=3) == []
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "x"})
+    consumer = Consumer(kafka_config(settings, {"group.id": "x"}))
     try:
         for p in range(settings.topic_partitions):
             low, high = consumer.get_watermark_offsets(TopicPartition(names.dlq, p), timeout=10)

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from common.settings import Settings
+from devtools.kafka import kafka_config
 from retry_topics import headers as rh
 from schemas.safe_text import CONTROL
 from tests.integration.ops.test_dlq_cli import dlq, names_for
@@ -28,7 +29,7 @@ TERMINAL = b"\x1b[2J\x1b]0;pwned\x07\x1b[8m\xc2\x9b31m\rforged"
 
 
 def produce_forged(settings: Settings, topic: str) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(kafka_config(settings))
     forged = [(rh.FIRST_FAILURE, INT64_MAX_TEXT), (rh.ORIGIN_TIMESTAMP, INT64_MAX_TEXT)]
     failed: list[object] = []
     producer.produce(

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from common.settings import Settings
 from consumers.handlers.report import ReportHandler
 from consumers.listener import consumer_config
+from devtools.kafka import kafka_config
 from ops.app import App
 from retry_topics.naming import topic_names
 from schemas.codec import encode_json
@@ -67,7 +68,7 @@ def group_member(settings: Settings, topics: list[str]) -> Iterator[Consumer]:
     """A second member of the listener's consumer group, polling in the background."""
     group = topic_names(settings, "Report").group
     consumer = Consumer(
-        {**consumer_config(settings.kafka_common_config(), group), "client.id": "probe-test"}
+        {**consumer_config(kafka_config(settings), group), "client.id": "probe-test"}
     )
     consumer.subscribe(topics)
     stop = threading.Event()
@@ -136,7 +137,7 @@ def test_healthz_fails_while_a_rebalance_is_stuck_then_recovers(
 def _members(settings: Settings) -> int:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(settings.kafka_common_config())
+    admin = AdminClient(kafka_config(settings))
     group = topic_names(settings, "Report").group
     (future,) = admin.describe_consumer_groups([group]).values()
     return len(future.result(timeout=10).members)

@@ -16,6 +16,7 @@ from confluent_kafka.admin import (
 )
 
 from common.settings import Settings
+from devtools.kafka import kafka_config
 from tests.integration.ops.test_foundation import cli, env_for
 
 pytestmark = pytest.mark.integration
@@ -24,7 +25,7 @@ DAY_MS = 24 * 3600 * 1000
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    return AdminClient(kafka_config(settings))
 
 
 def broker_config(settings: Settings, topic: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 from common.settings import Settings
 from consumers.listener import consumer_config
 from devtools.devservers import SmtpSink
+from devtools.kafka import kafka_config
 from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
@@ -40,8 +41,7 @@ class GroupMember:
         names = topic_names(settings, event_type)
         self.assigned: set[tuple[str, int]] = set()
         self.consumer = Consumer(
-            consumer_config(settings.kafka_common_config(), names.group)
-            | {"enable.auto.commit": False}
+            consumer_config(kafka_config(settings), names.group) | {"enable.auto.commit": False}
         )
         self.consumer.subscribe(names.consumed(), on_assign=self._on_assign)
         self._stop = threading.Event()

@@ -1,4 +1,4 @@
-"""Addresses for the development servers: they listen on this machine only."""
+"""Local addresses for the development servers, the tests and the benchmarks: this machine only."""
 
 from __future__ import annotations
 
