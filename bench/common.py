@@ -16,19 +16,20 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import confluent_kafka
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from common.settings import Settings, load_settings, redact_url
 from devtools.kafka import kafka_config
 from ops.topics import create_topics
 from retry_topics.naming import TopicNames, topic_names
 from schemas.codec import encode_json
+from schemas.events import Event
 from schemas.samples import sample_events
 
 EVENT_TYPE = "Report"
@@ -37,6 +38,33 @@ DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://qchem:qchem@127.0.0.1:5432/qchem_test"
 
 Record = tuple[bytes, bytes]  # key, value
+
+
+class ReportHandler:
+    """A benchmark's Report handler: no dependency (no breaker, no pre-check), and nothing
+    of its own in the database (`apply` does nothing). Subclasses say what `perform` does."""
+
+    event_type: ClassVar[str] = EVENT_TYPE
+    dependency: ClassVar[str | None] = None
+
+    def apply(self, conn: Connection, event: Event, performed: Any) -> None:
+        pass
+
+
+@dataclass
+class RoundResult:
+    """One round of a variant that drains a backlog (bench.throughput, bench.scaling)."""
+
+    round: int
+    events: int
+    processed: int
+    seconds: float
+    rate: float
+    produce_seconds: float = 0.0
+    committed_seconds: float | None = None  # app: until committed offsets reached the end
+    committed_rate: float | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+    write_batch_mean: float | None = None  # app: events per database transaction
 
 
 def warn(message: str) -> None:

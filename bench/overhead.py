@@ -30,10 +30,10 @@ import argparse
 import sys
 import threading
 import time
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from bench import common as c
 from bench import driver
@@ -49,15 +49,11 @@ BASELINE = "raw-poll"
 VARIANTS = ("raw-poll", "raw-batch", "app")
 
 
-class NoopHandler:
-    event_type: ClassVar[str] = c.EVENT_TYPE
-    dependency: ClassVar[str | None] = None
+class NoopHandler(c.ReportHandler):
+    """Does nothing, on the worker path (a `perform` of its own, as bench.memory's child)."""
 
     def perform(self, event: Event) -> None:
         return None
-
-    def apply(self, conn: Connection, event: Event, performed: Any) -> None:
-        pass
 
 
 def dataset(count: int) -> list[IdRecord]:

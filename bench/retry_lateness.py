@@ -30,10 +30,10 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from confluent_kafka import Producer
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from bench import common as c
 from bench import driver
@@ -41,6 +41,7 @@ from common.errors import TransientError
 from common.settings import Settings
 from devtools.harness import running_app
 from devtools.kafka import kafka_config, read_to_end
+from devtools.scenarios.dashboard import percentile_cont
 from retry_topics import headers as rh
 from retry_topics.naming import tier_delays_ms
 from schemas.codec import encode_json
@@ -55,22 +56,11 @@ def now_ms() -> float:
     return time.time() * 1000  # the due headers are wall-clock milliseconds
 
 
-def pct(values: Sequence[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (as PostgreSQL's percentile_cont)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def stats(values: Sequence[float]) -> dict[str, Any]:
     return {
         "count": len(values),
-        "median_ms": pct(values, 0.5),
-        "p99_ms": pct(values, 0.99),
+        "median_ms": percentile_cont(values, 0.5),
+        "p99_ms": percentile_cont(values, 0.99),
         "max_ms": max(values) if values else None,
     }
 
@@ -115,11 +105,8 @@ class TimerBaseline:
         self._thread.join(timeout=5)
 
 
-class FlakyHandler:
+class FlakyHandler(c.ReportHandler):
     """Fails an event's first `plan[event_id]` attempts with TransientError, then succeeds."""
-
-    event_type: ClassVar[str] = c.EVENT_TYPE
-    dependency: ClassVar[str | None] = None
 
     def __init__(self, plan: dict[str, int], baseline: TimerBaseline) -> None:
         self.plan = plan
@@ -140,9 +127,6 @@ class FlakyHandler:
         if fails:
             self.baseline.schedule(at + self._delays[attempt - 1], attempt + 1)
             raise TransientError(f"planned failure {attempt}")
-
-    def apply(self, conn: Connection, event: Event, performed: Any) -> None:
-        pass
 
 
 def make_plan(events: list[Event], twice: float, thrice: float) -> dict[str, int]:

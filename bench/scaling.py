@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, cast
+from dataclasses import asdict
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from bench import common as c
 from bench import driver
@@ -43,33 +43,15 @@ DEFAULT_CONCURRENCY = (1, 10, 50, 100)
 TARGETS = {10: 0.90, 50: 0.80}  # issue #6: share of the ideal at these concurrencies
 
 
-class SleepHandler:
+class SleepHandler(c.ReportHandler):
     """A Report handler whose side effect is 20 ms of waiting, like an HTTP call or an SMTP
     send: the worker thread is blocked, the CPU is not."""
-
-    event_type: ClassVar[str] = c.EVENT_TYPE
-    dependency: ClassVar[str | None] = None
 
     def __init__(self, sleep_s: float) -> None:
         self.sleep_s = sleep_s
 
     def perform(self, event: Event) -> None:
         time.sleep(self.sleep_s)
-
-    def apply(self, conn: Connection, event: Event, performed: Any) -> None:
-        pass
-
-
-@dataclass
-class RoundResult:
-    round: int
-    events: int
-    processed: int
-    seconds: float
-    rate: float
-    produce_seconds: float = 0.0
-    committed_seconds: float | None = None
-    statuses: dict[str, int] = field(default_factory=dict)
 
 
 def concurrency_of(variant: str) -> int:
@@ -126,7 +108,7 @@ def run_one_at_a_time(
 
 def run_round(
     variant: str, round_no: int, data: list[c.Record], args: argparse.Namespace, engine: Engine
-) -> RoundResult:
+) -> c.RoundResult:
     n = len(data)
     sleep_s = args.sleep_ms / 1000
     with c.fresh_prefix(args) as prefix:
@@ -136,7 +118,7 @@ def run_round(
             group = f"{settings.topic_prefix}-one"
             prefix.groups.append(group)
             seconds = run_one_at_a_time(args.bootstrap, names.main, group, n, sleep_s, args.timeout)
-            return RoundResult(round_no, n, n, seconds, n / seconds, produce_s, seconds)
+            return c.RoundResult(round_no, n, n, seconds, n / seconds, produce_s, seconds)
         prefix.groups.append(names.group)
         run = run_app_backlog(
             settings.model_copy(update={"concurrency": concurrency_of(variant)}),
@@ -145,7 +127,7 @@ def run_round(
             n,
             (args.timeout, args.stall_timeout),
         )
-        return RoundResult(
+        return c.RoundResult(
             round=round_no,
             events=n,
             processed=run.succeeded,
@@ -160,7 +142,7 @@ def run_round(
 # -- report ----------------------------------------------------------------------------------
 
 
-def summarise(results: dict[str, list[RoundResult]], sleep_s: float) -> list[dict[str, Any]]:
+def summarise(results: dict[str, list[c.RoundResult]], sleep_s: float) -> list[dict[str, Any]]:
     medians = {v: c.median([r.rate for r in rs]) for v, rs in results.items()}
     base = medians.get(BASELINE)
     out = []
@@ -263,7 +245,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def measure(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
     sizes = {v: events_for(v, args) for v in args.variants}
     data = c.dataset(max(sizes.values()))
-    results: dict[str, list[RoundResult]] = {v: [] for v in args.variants}
+    results: dict[str, list[c.RoundResult]] = {v: [] for v in args.variants}
     for round_no, variant in driver.rounds(args.variants, args.rounds):
         result = run_round(variant, round_no, data[: sizes[variant]], args, engine)
         results[variant].append(result)

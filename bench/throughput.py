@@ -25,12 +25,12 @@ import json
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from bench import common as c
 from bench import driver
@@ -39,7 +39,6 @@ from bench.backlog import AppRun, Stalled, run_app_backlog
 from consumers.handlers.base import nothing_outside_the_database
 from devtools.kafka import kafka_config
 from schemas.codec import decode
-from schemas.events import Event
 
 # The per-message FastStream variant runs at ~140 events/s: 200,000 events would take ~25 min a
 # round, so it is measured on its own, smaller run (`make bench`, BENCHMARKS.md).
@@ -53,32 +52,13 @@ DESCRIPTIONS = {
 }
 
 
-class NoopHandler:
+class NoopHandler(c.ReportHandler):
     """A Report handler that does nothing: only the framework's own work is measured.
 
     Database-only, like the real ChemicalStatus and Report handlers, so it takes their path
     (no worker thread; consumers/processing.py). bench/scaling.py measures the worker path."""
 
-    event_type: ClassVar[str] = c.EVENT_TYPE
-    dependency: ClassVar[str | None] = None
     perform = nothing_outside_the_database
-
-    def apply(self, conn: Connection, event: Event, performed: Any) -> None:
-        pass
-
-
-@dataclass
-class RoundResult:
-    round: int
-    events: int
-    processed: int
-    seconds: float
-    rate: float
-    produce_seconds: float = 0.0
-    committed_seconds: float | None = None  # app: until committed offsets reached the end
-    committed_rate: float | None = None
-    statuses: dict[str, int] = field(default_factory=dict)
-    write_batch_mean: float | None = None  # app: events per database transaction
 
 
 # -- the variants ----------------------------------------------------------------------------
@@ -118,9 +98,9 @@ def run_raw(bootstrap: str, topic: str, group: str, n: int, validate: bool, time
         consumer.close()
 
 
-def round_result(round_no: int, n: int, run: AppRun) -> RoundResult:
+def round_result(round_no: int, n: int, run: AppRun) -> c.RoundResult:
     """An app's or FastStream's run over the backlog (bench/backlog.py) as a round."""
-    return RoundResult(
+    return c.RoundResult(
         round=round_no,
         events=n,
         processed=run.succeeded,
@@ -135,7 +115,7 @@ def round_result(round_no: int, n: int, run: AppRun) -> RoundResult:
 
 def run_round(
     variant: str, round_no: int, data: list[c.Record], args: argparse.Namespace, engine: Engine
-) -> RoundResult:
+) -> c.RoundResult:
     n = len(data)
     with c.fresh_prefix(args) as prefix:
         settings, names = prefix.settings, prefix.names
@@ -145,7 +125,7 @@ def run_round(
             prefix.groups.append(group)
             validate = variant == "raw-decode"
             ns = run_raw(args.bootstrap, names.main, group, n, validate, args.timeout)
-            result = RoundResult(round_no, n, n, ns / 1e9, n / (ns / 1e9))
+            result = c.RoundResult(round_no, n, n, ns / 1e9, n / (ns / 1e9))
         else:
             if args.truncate:
                 c.truncate(engine)
@@ -174,7 +154,7 @@ def describe(variant: str) -> str:
     return DESCRIPTIONS[variant]
 
 
-def summarise(results: dict[str, list[RoundResult]]) -> list[dict[str, Any]]:
+def summarise(results: dict[str, list[c.RoundResult]]) -> list[dict[str, Any]]:
     medians = {v: c.median([r.rate for r in rs]) for v, rs in results.items()}
     base = medians.get(BASELINE)
     out = []
@@ -225,7 +205,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
     data = c.dataset(args.events)
-    results: dict[str, list[RoundResult]] = {v: [] for v in args.variants}
+    results: dict[str, list[c.RoundResult]] = {v: [] for v in args.variants}
     stalls: list[str] = []
     for round_no, variant in driver.rounds(args.variants, args.rounds):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -61,12 +62,7 @@ def smtp(port: Port = 2525) -> None:
     Example: python -m devtools smtp --port 2525
     """
     sink = SmtpSink(port=port, on_message=_print_email)
-    sink.start()
-    try:
-        typer.echo(f"SMTP sink listening on {sink.host}:{sink.port} (Ctrl-C to stop)")
-        _wait_for_interrupt()
-    finally:
-        sink.stop()
+    _serve(sink, lambda: f"SMTP sink listening on {sink.host}:{sink.port}")
 
 
 @app.command("chemical-api")
@@ -76,12 +72,19 @@ def chemical_api(port: Port = 8081) -> None:
     Example: python -m devtools chemical-api --port 8081
     """
     api = ChemicalApiServer(port=port, on_request=_print_request)
-    api.start()
+    _serve(api, lambda: f"chemical API listening on {api.url}")
+
+
+def _serve(server: SmtpSink | ChemicalApiServer, listening: Callable[[], str]) -> None:
+    """Start `server`, say where it listens, serve until Ctrl-C, stop it."""
+    server.start()
     try:
-        typer.echo(f"chemical API listening on {api.url} (Ctrl-C to stop)")
-        _wait_for_interrupt()
+        typer.echo(f"{listening()} (Ctrl-C to stop)")
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
     finally:
-        api.stop()
+        server.stop()
 
 
 def _now() -> str:
@@ -99,12 +102,6 @@ def _print_email(message: ReceivedEmail) -> None:
 
 def _print_request(method: str, path: str, status: int, event_id: str | None) -> None:
     print(f"{_now()} {method} {path} -> {status} x_event_id={event_id}", flush=True)
-
-
-def _wait_for_interrupt() -> None:
-    with contextlib.suppress(KeyboardInterrupt):
-        while True:
-            time.sleep(3600)
 
 
 def main() -> None:

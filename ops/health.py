@@ -98,13 +98,13 @@ def breaker_states(settings: Settings) -> dict[str, Any]:
     return {"status": worst, "source": url, "breakers": states}
 
 
-def consumer_lag(settings: Settings) -> dict[str, Any]:
-    groups: dict[str, Any] = {}
+def group_lag(settings: Settings) -> list[dict[str, Any]]:
+    """Per group, topic and partition: end offset minus the group's committed offset."""
+    rows: list[dict[str, Any]] = []
     for event_type in settings.event_types:
         names = topic_names(settings, event_type)
         consumer = Consumer({**settings.kafka_common_config(), "group.id": names.group})
         try:
-            lag = 0
             for topic in names.consumed():
                 metadata = consumer.list_topics(topic, timeout=5)
                 if topic not in metadata.topics or metadata.topics[topic].error is not None:
@@ -113,10 +113,27 @@ def consumer_lag(settings: Settings) -> dict[str, Any]:
                 for tp in consumer.committed(tps, timeout=5):
                     low, high = consumer.get_watermark_offsets(tp, timeout=5)
                     position = tp.offset if tp.offset >= 0 else low
-                    lag += max(0, high - position)
-            groups[names.group] = {"event_type": event_type, "lag": lag}
+                    rows.append(
+                        {
+                            "group": names.group,
+                            "event_type": event_type,
+                            "topic": topic,
+                            "partition": tp.partition,
+                            "lag": max(0, high - position),
+                        }
+                    )
         finally:
             consumer.close()
+    return rows
+
+
+def consumer_lag(settings: Settings) -> dict[str, Any]:
+    """Per group: the sum of `group_lag` over its topics and partitions."""
+    groups: dict[str, Any] = {}
+    for event_type in settings.event_types:
+        groups[topic_names(settings, event_type).group] = {"event_type": event_type, "lag": 0}
+    for row in group_lag(settings):
+        groups[row["group"]]["lag"] += row["lag"]
     return {"status": "ok", "groups": groups}
 
 

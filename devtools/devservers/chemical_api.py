@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
+from devtools.devservers.base import DevServer
 from devtools.ports import LOCALHOST
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
         """Silenced: requests are reported through the request log and `on_request`."""
 
 
-class ChemicalApiServer:
+class ChemicalApiServer(DevServer):
     """A real HTTP chemical API on `host:port`, with fault injection.
 
     `GET /chemicals/{id}` answers `chemical_record(id)` (404 for ids starting "UNKNOWN"),
@@ -121,11 +122,6 @@ class ChemicalApiServer:
         self._event_ids: list[str | None] = []
         # Set by stop(): wakes requests sleeping in "slow" mode so they end at once.
         self._stopping = threading.Event()
-
-    @property
-    def port(self) -> int:
-        """The listening port; chosen by the first `start()` when constructed with 0."""
-        return self._port
 
     @property
     def url(self) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from devtools.devservers.base import DevServer
 from devtools.ports import LOCALHOST, free_port
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class _SinkHandler:
         return self._sink._on_data(envelope)
 
 
-class SmtpSink:
+class SmtpSink(DevServer):
     """A real SMTP server on `host:port` that records what it receives.
 
     aiosmtpd's Controller cannot listen on port 0 and cannot be restarted once stopped (its
@@ -74,11 +75,6 @@ class SmtpSink:
         self._fail_code = 451
         self._rejected = 0
         self._changed = threading.Condition()
-
-    @property
-    def port(self) -> int:
-        """The listening port; chosen by the first `start()` when constructed with 0."""
-        return self._port
 
     @property
     def running(self) -> bool:

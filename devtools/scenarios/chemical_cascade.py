@@ -139,16 +139,14 @@ def cascade_events(prefix: str, count: int) -> list[Event]:
 
 def run(settings: Settings, *, events: int = 1000) -> Outcome:
     """Run the cascade with `events` ChemicalStatus events (the document: 1,000)."""
-    api = ChemicalApiServer(port=0)
-    api.start()
-    api.set_mode("slow", delay_s=API_DELAY_S)
-    try:
-        with ScenarioRun(
+    with (
+        ChemicalApiServer(port=0) as api,
+        ScenarioRun(
             settings, NAME, ("ChemicalStatus",), db_lock_timeout_ms=LOCK_TIMEOUT_MS
-        ) as scenario:
-            return _run(scenario, api, events)
-    finally:
-        api.stop()
+        ) as scenario,
+    ):
+        api.set_mode("slow", delay_s=API_DELAY_S)
+        return _run(scenario, api, events)
 
 
 def _run(run: ScenarioRun, api: ChemicalApiServer, count: int) -> Outcome:

@@ -132,7 +132,7 @@ class Outcome:
 # -- computation -------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
+def percentile_cont(values: Sequence[float], q: float) -> float | None:
     """Linear interpolation between closest ranks (PostgreSQL's percentile_cont)."""
     if not values:
         return None
@@ -140,7 +140,13 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     position = q * (len(ordered) - 1)
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
-    return round(ordered[low] + (ordered[high] - ordered[low]) * (position - low), 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """`percentile_cont`, to 0.1 (the dashboard's milliseconds)."""
+    value = percentile_cont(values, q)
+    return None if value is None else round(value, 1)
 
 
 def compute_dashboard(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection, Engine
@@ -32,10 +31,9 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 from common.settings import Settings
 from devtools.devservers import ChemicalApiServer
 from devtools.scenarios.dashboard import Check, Outcome
+from devtools.scenarios.entities import lookups_and_reports
 from devtools.scenarios.runner import ScenarioRun, entity_pattern
 from retry_topics import headers as rh
-from schemas.events import Event
-from schemas.samples import sample_events
 from storage.models import chemical_lookups, reports
 
 NAME = "db-pool-exhaustion"
@@ -60,10 +58,9 @@ def run(
     could be served by that one connection alone with no checkout ever waiting 0.2 s (seen
     in CI: "max 3/3 in use, 0 checkouts timed out"), so the scenario would not show what it
     claims to."""
-    api = ChemicalApiServer(port=0)
-    api.start()
-    try:
-        with ScenarioRun(
+    with (
+        ChemicalApiServer(port=0) as api,
+        ScenarioRun(
             settings,
             NAME,
             ("ChemicalLookup", "Report"),
@@ -73,26 +70,9 @@ def run(
             concurrency=20,
             db_writers_per_listener=4,
             mark_pool=True,
-        ) as scenario:
-            return _run(scenario, lookups, reports_count, reporting_s, reporting_connections)
-    finally:
-        api.stop()
-
-
-def burst(prefix: str, lookups: int, reports_count: int) -> list[Event]:
-    """Look-ups and reports of this run's own entities (so its rows can be told apart)."""
-    events = []
-    for n, event in enumerate(sample_events("ChemicalLookup", lookups), start=1):
-        chemical = f"{prefix}-{n:05d}"
-        events.append(
-            replace(event, key=chemical, payload=replace(event.payload, chemical_id=chemical))
-        )
-    for n, event in enumerate(sample_events("Report", reports_count), start=1):
-        report_id = f"{prefix}-RPT-{n:05d}"
-        events.append(
-            replace(event, key=report_id, payload=replace(event.payload, report_id=report_id))
-        )
-    return events
+        ) as scenario,
+    ):
+        return _run(scenario, lookups, reports_count, reporting_s, reporting_connections)
 
 
 def reporting_query(engine: Engine, seconds: float, started: threading.Barrier) -> None:
@@ -118,9 +98,8 @@ def _run(
     run: ScenarioRun, lookups: int, reports_count: int, reporting_s: float, connections: int
 ) -> Outcome:
     pattern = entity_pattern(run.entity_prefix)
-    run.on_cleanup("DELETE FROM chemical_lookups WHERE chemical_id LIKE :p", p=pattern)
-    run.on_cleanup("DELETE FROM reports WHERE report_id LIKE :p", p=pattern)
-    events = burst(run.entity_prefix, lookups, reports_count)
+    looked, reports_sent = lookups_and_reports(run, lookups, reports_count)
+    events = looked + reports_sent
     total = len(events)
     with run.running() as app:
         assert app.engine is not None

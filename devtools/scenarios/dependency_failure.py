@@ -24,17 +24,16 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 from common.settings import Settings
 from devtools.devservers import ChemicalApiServer
 from devtools.scenarios.dashboard import Outcome
-from devtools.scenarios.runner import RawRecord, ScenarioRun, entity_pattern
+from devtools.scenarios.entities import lookups_and_reports
+from devtools.scenarios.runner import RawRecord, ScenarioRun
 from ops.health import breaker_states, check_chemical_api
 from retry_topics import headers as rh
 from schemas.events import Event
-from schemas.samples import sample_events
 from storage.secrets import replay_signing_key
 
 NAME = "dependency-failure"
@@ -47,39 +46,19 @@ REPLAY_RUNS = 3  # replays of what the broker did not confirm (a replay skips wh
 
 def run(settings: Settings, *, lookups: int = 10, reports: int = 50) -> Outcome:
     """`lookups` ChemicalLookup events while the API fails, `reports` Reports alongside."""
-    api = ChemicalApiServer(port=0)
-    api.start()
-    api.set_mode("error500")
-    try:
-        with ScenarioRun(
+    with (
+        ChemicalApiServer(port=0) as api,
+        ScenarioRun(
             settings,
             NAME,
             ("ChemicalLookup", "Report"),
             chemical_api_url=api.url,
             breaker_fail_max=FAIL_MAX,
             breaker_reset_timeout_s=RESET_S,
-        ) as scenario:
-            return _run(scenario, api, lookups, reports)
-    finally:
-        api.stop()
-
-
-def _events(prefix: str, lookups: int, reports: int) -> tuple[list[Event], list[Event]]:
-    looked = [
-        replace(
-            e, key=f"{prefix}-{n:05d}", payload=replace(e.payload, chemical_id=f"{prefix}-{n:05d}")
-        )
-        for n, e in enumerate(sample_events("ChemicalLookup", lookups), start=1)
-    ]
-    reported = [
-        replace(
-            e,
-            key=f"{prefix}-RPT-{n:05d}",
-            payload=replace(e.payload, report_id=f"{prefix}-RPT-{n:05d}"),
-        )
-        for n, e in enumerate(sample_events("Report", reports), start=1)
-    ]
-    return looked, reported
+        ) as scenario,
+    ):
+        api.set_mode("error500")
+        return _run(scenario, api, lookups, reports)
 
 
 def _by_type(run: ScenarioRun, event_type: str, status: str) -> int:
@@ -87,10 +66,7 @@ def _by_type(run: ScenarioRun, event_type: str, status: str) -> int:
 
 
 def _run(run: ScenarioRun, api: ChemicalApiServer, lookups: int, reports: int) -> Outcome:
-    pattern = entity_pattern(run.entity_prefix)
-    run.on_cleanup("DELETE FROM chemical_lookups WHERE chemical_id LIKE :p", p=pattern)
-    run.on_cleanup("DELETE FROM reports WHERE report_id LIKE :p", p=pattern)
-    looked, reported = _events(run.entity_prefix, lookups, reports)
+    looked, reported = lookups_and_reports(run, lookups, reports)
     health: dict[str, Any] = {}
     with run.running() as app:
         sent = time.time()

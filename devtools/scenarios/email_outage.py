@@ -49,10 +49,9 @@ def run(
     overrides: dict[str, Any] = {}
     if breaker_fail_max is not None:
         overrides["breaker_fail_max"] = breaker_fail_max
-    sink = SmtpSink(port=0)
-    sink.start()
-    try:
-        with ScenarioRun(
+    with (
+        SmtpSink(port=0) as sink,
+        ScenarioRun(
             settings,
             NAME,
             ("Email",),
@@ -62,10 +61,9 @@ def run(
             dlq_redrive_interval_s=REDRIVE_INTERVAL_S,
             auto_redrive_types=("Email",),
             **overrides,
-        ) as scenario:
-            return _run(scenario, sink, emails, window_s)
-    finally:
-        sink.stop()
+        ) as scenario,
+    ):
+        return _run(scenario, sink, emails, window_s)
 
 
 def _run(run: ScenarioRun, sink: SmtpSink, count: int, window_s: float) -> Outcome:

@@ -13,12 +13,17 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.settings import Settings
-from ops.health import BREAKER_STATES, check_chemical_api, check_kafka, check_postgresql, check_smtp
-from retry_topics.naming import topic_names
+from ops.health import (
+    BREAKER_STATES,
+    check_chemical_api,
+    check_kafka,
+    check_postgresql,
+    check_smtp,
+    group_lag,
+)
 
 
 def instance(url: str) -> dict[str, Any]:
@@ -38,35 +43,6 @@ def instance(url: str) -> dict[str, Any]:
                 lag.append({**sample.labels, "lag": int(sample.value)})
     status = "degraded" if "open" in breakers.values() else "ok"
     return {"url": url, "status": status, "breakers": breakers, "lag": lag}
-
-
-def group_lag(settings: Settings) -> list[dict[str, Any]]:
-    """Per group, topic and partition: end offset minus the group's committed offset."""
-    rows: list[dict[str, Any]] = []
-    for event_type in settings.event_types:
-        names = topic_names(settings, event_type)
-        consumer = Consumer({**settings.kafka_common_config(), "group.id": names.group})
-        try:
-            for topic in names.consumed():
-                metadata = consumer.list_topics(topic, timeout=5)
-                if topic not in metadata.topics or metadata.topics[topic].error is not None:
-                    continue
-                tps = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-                for tp in consumer.committed(tps, timeout=5):
-                    low, high = consumer.get_watermark_offsets(tp, timeout=5)
-                    position = tp.offset if tp.offset >= 0 else low
-                    rows.append(
-                        {
-                            "group": names.group,
-                            "event_type": event_type,
-                            "topic": topic,
-                            "partition": tp.partition,
-                            "lag": max(0, high - position),
-                        }
-                    )
-        finally:
-            consumer.close()
-    return rows
 
 
 def health(settings: Settings, instances: tuple[str, ...]) -> dict[str, Any]:

@@ -13,19 +13,15 @@ from devtools.devservers import ChemicalApiServer, SmtpSink
 @pytest.fixture
 def smtp_sink() -> Iterator[SmtpSink]:
     """A real SMTP server on a free port, stopped after the test."""
-    sink = SmtpSink(port=0)
-    sink.start()
-    yield sink
-    sink.stop()
+    with SmtpSink(port=0) as sink:
+        yield sink
 
 
 @pytest.fixture
 def chemical_api() -> Iterator[ChemicalApiServer]:
     """A real chemical API on a free port, stopped after the test."""
-    api = ChemicalApiServer(port=0)
-    api.start()
-    yield api
-    api.stop()
+    with ChemicalApiServer(port=0) as api:
+        yield api
 
 
 @pytest.fixture

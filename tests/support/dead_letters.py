@@ -26,6 +26,7 @@ SOURCE_HEADERS = [("content-type", b"application/json")]
 
 
 def names_for(settings: Settings, event_type: str) -> TopicNames:
+    """The type's topics, created, with their partition leaders in place."""
     create_topics(settings)
     names = topic_names(settings, event_type)
 
@@ -37,6 +38,18 @@ def names_for(settings: Settings, event_type: str) -> TopicNames:
 
     wait_for(ready, timeout=30, message="partition leaders")
     return names
+
+
+def commit_to_end(settings: Settings, group: str, topic: str) -> None:
+    """As if the app had consumed the topic (and dead-lettered what failed)."""
+    consumer = Consumer(kafka_config(settings, {"group.id": group}))
+    try:
+        ends = end_offsets(settings, topic)
+        consumer.commit(
+            offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False
+        )
+    finally:
+        consumer.close()
 
 
 def dead_lettered(
@@ -53,14 +66,7 @@ def dead_lettered(
     chosen = events if events is not None else sample_events(event_type, count)
     produce_events(settings.kafka_bootstrap_servers, names.main, chosen, headers=SOURCE_HEADERS)
     originals = read_all(settings.kafka_bootstrap_servers, names.main)
-    consumer = Consumer(kafka_config(settings, {"group.id": names.group}))
-    try:
-        ends = end_offsets(settings, names.main)
-        consumer.commit(
-            offsets=[TopicPartition(names.main, p, o) for p, o in ends.items()], asynchronous=False
-        )
-    finally:
-        consumer.close()
+    commit_to_end(settings, names.group, names.main)
     now = int(time.time() * 1000)
     failure = rh.Failure(error_class, "it failed: password=hunter2", "Traceback ...", kind)
     producer = Producer(kafka_config(settings, {"acks": "all"}))

@@ -86,3 +86,12 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         }
     finally:
         consumer.close()
+
+
+def wait_committed_to_end(settings: Settings, group: str, topic: str, *, timeout: float) -> None:
+    """Until the group's committed offsets of `topic` are its end offsets."""
+    wait_for(
+        lambda: committed_offsets(settings, group, topic) == end_offsets(settings, topic),
+        timeout=timeout,
+        message=f"{group}'s offsets of {topic} committed to the end",
+    )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -15,14 +13,15 @@ from devtools.devservers import SmtpSink
 from ops.topics import create_topics
 from schemas.samples import sample_events
 from tests.support.app import AppProcess
-from tests.support.kafka import committed_offsets, end_offsets, produce_events, wait_for
+from tests.support.db import scalar, wait_for_scalar
+from tests.support.kafka import (
+    committed_offsets,
+    produce_events,
+    wait_committed_to_end,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql)).scalar_one()
 
 
 def test_sigkill_mid_run_then_restart_applies_every_event_exactly_once(
@@ -46,17 +45,15 @@ def test_sigkill_mid_run_then_restart_applies_every_event_exactly_once(
             app.kill()
             kills += 1
         app.start()
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM dedup_keys") == 3000,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM dedup_keys",
+            3000,
             timeout=120,
             message="all 3000 processed",
         )
         group = f"{settings.topic_prefix}-events.chemical-status"
-        wait_for(
-            lambda: committed_offsets(settings, group, topic) == end_offsets(settings, topic),
-            timeout=30,
-            message="offsets committed to the end",
-        )
+        wait_committed_to_end(settings, group, topic, timeout=30)
         assert app.terminate() == 0
     finally:
         if app.alive():
@@ -89,8 +86,10 @@ def test_email_redelivered_after_a_crash_before_commit_is_sent_once(
     app = AppProcess(settings, tmp_path / "app.log")
     try:
         app.start()  # commits only every 60 s: the kill lands before any commit
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM event_records") == 20,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM event_records",
+            20,
             timeout=60,
             message="20 emails recorded",
         )
@@ -107,11 +106,7 @@ def test_email_redelivered_after_a_crash_before_commit_is_sent_once(
             timeout=60,
             message="20",
         )
-        wait_for(
-            lambda: committed_offsets(settings, group, topic) == end_offsets(settings, topic),
-            timeout=60,
-            message="offsets committed after the redelivery",
-        )
+        wait_committed_to_end(settings, group, topic, timeout=60)
         time.sleep(0.5)
         assert app.terminate() == 0
     finally:

@@ -4,10 +4,7 @@ recorded as its "duplicate", its effect silently skipped."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -17,21 +14,15 @@ from schemas.codec import encode_json
 from schemas.samples import sample_events
 from storage.secrets import replay_signing_key
 from tests.support.app import running_app
+from tests.support.db import scalar, wait_for_scalar
 from tests.support.kafka import (
-    committed_offsets,
-    end_offsets,
     produce_events,
     produce_raw,
     read_all,
-    wait_for,
+    wait_committed_to_end,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar_one()
 
 
 def test_forged_origin_headers_do_not_suppress_an_effect(
@@ -42,10 +33,8 @@ def test_forged_origin_headers_do_not_suppress_an_effect(
     applied, forged = sample_events("Report", 2)
     with running_app(settings):
         produce_events(settings.kafka_bootstrap_servers, topic, [applied])
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM reports") == 1,
-            timeout=30,
-            message="the first report",
+        wait_for_scalar(
+            db_engine, "SELECT count(*) FROM reports", 1, timeout=30, message="the first report"
         )
         first = read_all(settings.kafka_bootstrap_servers, topic)[0]
         origin = [
@@ -68,11 +57,7 @@ def test_forged_origin_headers_do_not_suppress_an_effect(
             ],
         )
         group = topic_names(settings, "Report").group
-        wait_for(
-            lambda: committed_offsets(settings, group, topic) == end_offsets(settings, topic),
-            timeout=30,
-            message="all three records processed and committed",
-        )
+        wait_committed_to_end(settings, group, topic, timeout=30)
     assert scalar(db_engine, "SELECT count(*) FROM reports WHERE event_id = :e", e=forged.event_id)
     assert scalar(db_engine, "SELECT count(*) FROM reports") == 2
     # The signed replay kept its origin (no row of its own: it is the first record's row);

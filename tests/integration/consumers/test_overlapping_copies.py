@@ -8,30 +8,24 @@ second copy's check must not run before the first copy's effect is known (issue 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from devtools.devservers import ChemicalApiServer, SmtpSink
 from devtools.kafka import kafka_config
+from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import running_app
-from tests.support.kafka import wait_for
+from tests.support.db import scalar, wait_for_scalar
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 3
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar_one()
 
 
 def produce_twice(bootstrap: str, topic: str, events: list[Event]) -> None:
@@ -47,20 +41,29 @@ def produce_twice(bootstrap: str, topic: str, events: list[Event]) -> None:
     assert producer.flush(30) == 0
 
 
-def test_overlapping_copies_send_one_email_each(
-    handler_settings: Settings, db_engine: Engine, smtp_sink: SmtpSink
-) -> None:
-    settings = handler_settings.model_copy(
-        update={"event_types": ("Email",), "topic_partitions": PARTITIONS}
+def processed_twice(settings: Settings, event_type: str, db_engine: Engine) -> list[Event]:
+    """100 events of the type, each produced twice at once (see produce_twice), processed."""
+    settings = settings.model_copy(
+        update={"event_types": (event_type,), "topic_partitions": PARTITIONS}
     )
-    events = sample_events("Email", 100)
+    events = sample_events(event_type, 100)
     with running_app(settings):
-        produce_twice(settings.kafka_bootstrap_servers, f"{settings.topic_prefix}.email", events)
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM event_records") == 200,
+        topic = topic_names(settings, event_type).main
+        produce_twice(settings.kafka_bootstrap_servers, topic, events)
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM event_records",
+            200,
             timeout=90,
             message="200 event records",
         )
+    return events
+
+
+def test_overlapping_copies_send_one_email_each(
+    handler_settings: Settings, db_engine: Engine, smtp_sink: SmtpSink
+) -> None:
+    events = processed_twice(handler_settings, "Email", db_engine)
     counts = smtp_sink.count_by_event_id()
     assert set(counts) == {e.event_id for e in events}
     twice = {event_id: n for event_id, n in counts.items() if n > 1}
@@ -72,19 +75,7 @@ def test_overlapping_copies_send_one_email_each(
 def test_overlapping_copies_call_the_chemical_api_once_each(
     handler_settings: Settings, db_engine: Engine, chemical_api: ChemicalApiServer
 ) -> None:
-    settings = handler_settings.model_copy(
-        update={"event_types": ("ChemicalLookup",), "topic_partitions": PARTITIONS}
-    )
-    events = sample_events("ChemicalLookup", 100)
-    with running_app(settings):
-        produce_twice(
-            settings.kafka_bootstrap_servers, f"{settings.topic_prefix}.chemical-lookup", events
-        )
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM event_records") == 200,
-            timeout=90,
-            message="200 event records",
-        )
+    events = processed_twice(handler_settings, "ChemicalLookup", db_engine)
     calls = Counter(chemical_api.event_ids)
     assert set(calls) == {e.event_id for e in events}
     twice = {event_id: n for event_id, n in calls.items() if n > 1}

@@ -8,7 +8,6 @@ import uuid
 from collections import defaultdict
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -22,21 +21,15 @@ from schemas.codec import AVRO, CONTENT_TYPE_HEADER, encode_avro, encode_json
 from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import running_app
+from tests.support.db import scalar, wait_for_scalar
 from tests.support.kafka import (
-    committed_offsets,
-    end_offsets,
     produce_events,
     produce_raw,
     read_all,
-    wait_for,
+    wait_committed_to_end,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar_one()
 
 
 def test_the_same_event_twice_has_one_effect_and_one_email(
@@ -48,8 +41,10 @@ def test_the_same_event_twice_has_one_effect_and_one_email(
         topic = f"{settings.topic_prefix}.email"
         produce_events(settings.kafka_bootstrap_servers, topic, events)
         produce_events(settings.kafka_bootstrap_servers, topic, events[:10])  # same ids again
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM event_records") == 30,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM event_records",
+            30,
             timeout=60,
             message="30 event records",
         )
@@ -107,8 +102,10 @@ def test_per_key_order_holds_under_concurrency_and_slow_keys_do_not_stall_others
         produce_events(
             settings.kafka_bootstrap_servers, f"{settings.topic_prefix}.chemical-status", events
         )
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM chemical_status_history") == 1000,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM chemical_status_history",
+            1000,
             timeout=120,
             message="1000 history rows",
         )
@@ -159,8 +156,10 @@ def test_invalid_records_go_to_the_dlq_with_their_bytes_and_the_listener_keeps_g
     with running_app(settings):
         produce_raw(settings.kafka_bootstrap_servers, main, bad)
         produce_events(settings.kafka_bootstrap_servers, main, good)
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM event_records") == 13,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM event_records",
+            13,
             timeout=60,
             message="13 event records",
         )
@@ -214,10 +213,8 @@ def test_avro_and_its_json_twin_have_the_same_effect(settings: Settings, db_engi
             encode=encode_avro,
             headers=[(CONTENT_TYPE_HEADER, AVRO.encode())],
         )
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM chemicals") == 2,
-            timeout=60,
-            message="2 chemicals",
+        wait_for_scalar(
+            db_engine, "SELECT count(*) FROM chemicals", 2, timeout=60, message="2 chemicals"
         )
     with db_engine.connect() as conn:
         rows = {
@@ -239,14 +236,8 @@ def test_offsets_are_committed_to_the_end_after_a_run(
     main = f"{settings.topic_prefix}.report"
     with running_app(settings):
         produce_events(settings.kafka_bootstrap_servers, main, sample_events("Report", 200))
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM reports") == 200,
-            timeout=60,
-            message="200 reports",
+        wait_for_scalar(
+            db_engine, "SELECT count(*) FROM reports", 200, timeout=60, message="200 reports"
         )
         group = f"{settings.topic_prefix}-events.report"
-        wait_for(
-            lambda: committed_offsets(settings, group, main) == end_offsets(settings, main),
-            timeout=30,
-            message="committed == end",
-        )
+        wait_committed_to_end(settings, group, main, timeout=30)

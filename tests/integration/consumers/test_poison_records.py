@@ -8,10 +8,8 @@ goes to the DLQ with its original key and value and a reason; the records around
 from __future__ import annotations
 
 import subprocess
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -20,14 +18,14 @@ from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 from tests.support.app import running_app
-from tests.support.kafka import committed_offsets, end_offsets, produce_events, read_all, wait_for
+from tests.support.db import scalar, wait_for_scalar
+from tests.support.kafka import (
+    produce_events,
+    read_all,
+    wait_committed_to_end,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar_one()
 
 
 def test_a_non_utf8_header_name_goes_to_the_dlq_and_the_rest_flows(
@@ -45,19 +43,14 @@ def test_a_non_utf8_header_name_goes_to_the_dlq_and_the_rest_flows(
         # kcat writes header names as raw bytes: the name here is b"x-trace\xff".
         _kcat_produce(settings, topic, b"poison-key", poison_value)
         produce_events(settings.kafka_bootstrap_servers, topic, after)
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM reports") == 200,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM reports",
+            200,
             timeout=60,
             message="the 200 valid reports around the poison record",
         )
-        wait_for(
-            lambda: (
-                committed_offsets(settings, topic_names(settings, "Report").group, topic)
-                == end_offsets(settings, topic)
-            ),
-            timeout=30,
-            message="offsets committed past the poison record",
-        )
+        wait_committed_to_end(settings, topic_names(settings, "Report").group, topic, timeout=30)
         assert not app.failed.is_set(), "a listener crashed"
     dlq = read_all(settings.kafka_bootstrap_servers, f"{topic}.dlq")
     assert len(dlq) == 1

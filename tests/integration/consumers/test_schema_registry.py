@@ -30,10 +30,9 @@ from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import CLI, running_app, settings_env
 from tests.support.kafka import (
-    committed_offsets,
-    end_offsets,
     producer,
     read_all,
+    wait_committed_to_end,
     wait_for,
 )
 from tests.support.registry import frame, producer_datum, schema_with, serializer
@@ -296,13 +295,8 @@ def test_registry_outage_holds_events_and_they_flow_when_it_returns(
             timeout=90,
             message="the held events processed once the registry is back",
         )
-        wait_for(
-            lambda: (
-                committed_offsets(settings, topic_names(settings, "ChemicalStatus").group, topic)
-                == end_offsets(settings, topic)
-            ),
-            timeout=30,
-            message="offsets committed past every record",
+        wait_committed_to_end(
+            settings, topic_names(settings, "ChemicalStatus").group, topic, timeout=30
         )
         assert guard.state == "closed"
     # Nothing lost, nothing twice, nothing dead-lettered.

@@ -11,7 +11,6 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -20,6 +19,7 @@ from retry_topics import headers as rh
 from retry_topics.naming import topic_names
 from schemas.samples import sample_events
 from tests.support.app import running_app
+from tests.support.db import wait_for_scalar
 from tests.support.handlers import FlakyReportHandler
 from tests.support.kafka import produce_events, read_all, wait_for
 from tests.support.tracing import traced
@@ -33,11 +33,6 @@ CONSUMER, PRODUCER = trace.SpanKind.CONSUMER, trace.SpanKind.PRODUCER
 def spans() -> Iterator[InMemorySpanExporter]:
     with traced() as exporter:
         yield exporter
-
-
-def scalar(engine: Engine, sql: str) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql)).scalar_one()
 
 
 def trace_headers(message: Any) -> tuple[list[bytes], list[bytes]]:
@@ -87,8 +82,10 @@ def test_two_retries_the_dlq_and_a_replay_are_one_trace(
         )
         # A hostile producer's traceparent: not UTF-8, the event processed all the same.
         produce_events(bootstrap, names.main, [garbled], headers=[("traceparent", b"\xff\x00z")])
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM event_records WHERE status='dlq'") == 2,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM event_records WHERE status='dlq'",
+            2,
             timeout=60,
             message="both events in the DLQ after two retries",
         )
@@ -96,8 +93,10 @@ def test_two_retries_the_dlq_and_a_replay_are_one_trace(
         request = dlq_service.replay_request(settings, {"type": "Report", "rate": "100/s"})
         result = dlq_service.replay(settings, db_engine, request, actor="test", background=False)
         assert (result["replayed"], result["failed"]) == (2, 0), result
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM reports") == 2,
+        wait_for_scalar(
+            db_engine,
+            "SELECT count(*) FROM reports",
+            2,
             timeout=60,
             message="both replayed events applied",
         )

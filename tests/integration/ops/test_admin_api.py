@@ -17,15 +17,11 @@ from ops.admin.config import AdminConfigError, load_admin_settings
 from retry_topics.naming import topic_names
 from tests.support.admin import TOKEN, admin_server, call, one_line_error
 from tests.support.app import free_port, running_app
+from tests.support.db import scalar
 from tests.support.dead_letters import dead_lettered, produce_many
 from tests.support.kafka import end_offsets, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar_one()
 
 
 def indexed(engine: Engine, count: int, event_type: str | None = None) -> None:

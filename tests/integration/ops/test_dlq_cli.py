@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -27,6 +27,8 @@ from retry_topics.naming import TopicNames
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 from tests.support.app import running_app, settings_env
+from tests.support.db import scalar, wait_for_scalar
+from tests.support.dead_letters import commit_to_end, names_for
 from tests.support.kafka import end_offsets, produce_events, read_all, wait_for
 
 pytestmark = pytest.mark.integration
@@ -75,42 +77,10 @@ def ok_json(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
-def scalar(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar_one()
-
-
 def statuses(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT status, count(*) FROM event_records GROUP BY 1"))
         return {status: count for status, count in rows}
-
-
-def names_for(settings: Settings, event_type: str) -> TopicNames:
-    """The type's topics, created, with their partition leaders in place."""
-    create_topics(settings)
-    names = TopicNames(settings.topic_prefix, event_type, settings.retries_for(event_type))
-
-    def ready() -> bool:
-        try:
-            return all(len(end_offsets(settings, t)) > 0 for t in (names.main, names.dlq))
-        except KafkaException:
-            return False
-
-    wait_for(ready, timeout=30, message="partition leaders")
-    return names
-
-
-def commit_to_end(settings: Settings, group: str, topic: str) -> None:
-    """As if the app had consumed the topic (and dead-lettered what failed)."""
-    consumer = Consumer(kafka_config(settings, {"group.id": group}))
-    try:
-        ends = end_offsets(settings, topic)
-        consumer.commit(
-            offsets=[TopicPartition(topic, p, o) for p, o in ends.items()], asynchronous=False
-        )
-    finally:
-        consumer.close()
 
 
 def failure(error_class: str, kind: str, message: str = "it failed") -> rh.Failure:
@@ -215,8 +185,10 @@ def test_replay_after_the_smtp_outage_sends_each_email_exactly_once(
         assert first.returncode == 0, first.stderr
         assert "replayed 105, skipped 0 already replayed, failed 0" in first.stdout
         try:
-            wait_for(
-                lambda: scalar(db_engine, "SELECT count(*) FROM event_records") == 105,
+            wait_for_scalar(
+                db_engine,
+                "SELECT count(*) FROM event_records",
+                105,
                 timeout=90,
                 message="105 event records",
             )

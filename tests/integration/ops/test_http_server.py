@@ -13,8 +13,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 import pytest
 
@@ -37,6 +38,14 @@ def get(url: str, timeout: float = 15) -> tuple[int, dict[str, str]]:
         return exc.code, dict(exc.headers)
 
 
+@contextmanager
+def serving(settings: Settings) -> Iterator[int]:
+    """The app, for one event type, running in this process: the port of its HTTP server."""
+    with running_app(settings.model_copy(update={"event_types": ("Report",)})) as app:
+        assert app.health is not None
+        yield app.health.port
+
+
 def slow_header_clients(stack: ExitStack, port: int, n: int) -> list[socket.socket]:
     """n connections that start a request and never finish its headers (slowloris)."""
     clients = []
@@ -50,10 +59,7 @@ def slow_header_clients(stack: ExitStack, port: int, n: int) -> list[socket.sock
 def test_slow_header_clients_hold_no_threads_and_do_not_delay_readyz(
     settings: Settings,
 ) -> None:
-    one_type = settings.model_copy(update={"event_types": ("Report",)})
-    with running_app(one_type) as app, ExitStack() as stack:
-        assert app.health is not None
-        port = app.health.port
+    with serving(settings) as port, ExitStack() as stack:
         base = f"http://127.0.0.1:{port}"
         assert get(f"{base}/readyz")[0] == 200
         threads_before = threading.active_count()
@@ -80,10 +86,7 @@ def test_slow_header_clients_hold_no_threads_and_do_not_delay_readyz(
 def test_a_stalled_request_is_closed_and_the_server_names_no_python_version(
     settings: Settings,
 ) -> None:
-    one_type = settings.model_copy(update={"event_types": ("Report",)})
-    with running_app(one_type) as app, ExitStack() as stack:
-        assert app.health is not None
-        port = app.health.port
+    with serving(settings) as port, ExitStack() as stack:
         status, headers = get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200
         assert "Python" not in headers.get("Server", "") and headers["Server"] == "qchem-events"

@@ -19,7 +19,11 @@ from retry_topics.naming import topic_names
 from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import running_app
-from tests.support.kafka import committed_offsets, end_offsets, produce_events, wait_for
+from tests.support.kafka import (
+    produce_events,
+    wait_committed_to_end,
+    wait_for,
+)
 from tests.support.prometheus import PrometheusMissing, api, firing_alerts, prometheus_scraping
 
 pytestmark = pytest.mark.integration
@@ -54,11 +58,7 @@ def test_a_stuck_consumer_shows_lag_and_the_nothing_processed_alert_fires(
         with running_app(settings, handlers={"ChemicalLookup": handler}) as app:
             assert app.health is not None
             produce_events(settings.kafka_bootstrap_servers, topic, events[:10])
-            wait_for(
-                lambda: committed_offsets(settings, group, topic) == end_offsets(settings, topic),
-                timeout=60,
-                message="the first ten committed",
-            )
+            wait_committed_to_end(settings, group, topic, timeout=60)
             handler.open.clear()  # stuck from here on
             produce_events(settings.kafka_bootstrap_servers, topic, events[10:])
             try:

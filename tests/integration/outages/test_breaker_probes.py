@@ -9,24 +9,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from devtools.devservers import SmtpSink
 from schemas.samples import sample_events
 from tests.support.app import running_app
+from tests.support.db import scalar
 from tests.support.kafka import produce_events, read_all, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql)).scalar_one()
 
 
 def test_after_an_outage_with_no_traffic_the_monitor_probes_and_redrives(

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
-from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 
 from common.settings import Settings
@@ -28,6 +26,7 @@ from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
 from tests.support.app import running_app
+from tests.support.db import scalar
 from tests.support.kafka import producer, wait_for
 from tests.support.tcp_proxy import TcpProxy
 
@@ -61,11 +60,6 @@ class GroupMember:
         self._stop.set()
         self._thread.join(timeout=10)
         self.consumer.close()
-
-
-def scalar(engine: Engine, sql: str) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql)).scalar_one()
 
 
 def test_the_database_mark_clears_after_the_held_partition_moved_away(

@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -16,15 +15,11 @@ from devtools.devservers import ChemicalApiServer, SmtpSink
 from retry_topics import headers as rh
 from schemas.samples import sample_events
 from tests.support.app import running_app
+from tests.support.db import scalar
 from tests.support.kafka import produce_events, read_all, wait_for
 from tests.support.services import ROOT
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql)).scalar_one()
 
 
 def tolerant_scalar(engine: Engine, sql: str) -> Any:

@@ -16,18 +16,15 @@ from common.settings import Settings
 from ops.app import App
 from retry_topics import headers as rh
 from schemas.codec import encode_json
+from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import running_app
+from tests.support.db import scalar, wait_for_scalar
 from tests.support.handlers import FlakyReportHandler
 from tests.support.hostile import RETRY_HEADER_NAMES
 from tests.support.kafka import produce_events, produce_raw, read_all, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def scalar(engine: Engine, sql: str) -> Any:
-    with engine.connect() as conn:
-        return conn.execute(text(sql)).scalar_one()
 
 
 def _due_by_event(records: list[Any]) -> dict[str, int]:
@@ -39,20 +36,25 @@ def _due_by_event(records: list[Any]) -> dict[str, int]:
     return result
 
 
-def test_failing_twice_then_succeeding_goes_through_retry_1s_and_2s(
-    settings: Settings, db_engine: Engine
-) -> None:
+def run_flaky(
+    settings: Settings, db_engine: Engine, failures: int, count: int, until: str
+) -> tuple[FlakyReportHandler, list[Event], str]:
+    """`count` Reports through a handler failing each `failures` times, until the query
+    `until` counts `count`: (the handler, the events, the main topic)."""
     settings = settings.model_copy(update={"event_types": ("Report",)})
-    handler = FlakyReportHandler(settings, failures=2)
-    events = sample_events("Report", 20)
+    handler = FlakyReportHandler(settings, failures=failures)
+    events = sample_events("Report", count)
     main = f"{settings.topic_prefix}.report"
     with running_app(settings, handlers={"Report": handler}):
         produce_events(settings.kafka_bootstrap_servers, main, events)
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM reports") == 20,
-            timeout=60,
-            message="20 reports",
-        )
+        wait_for_scalar(db_engine, until, count, timeout=60, message=f"{count}: {until}")
+    return handler, events, main
+
+
+def test_failing_twice_then_succeeding_goes_through_retry_1s_and_2s(
+    settings: Settings, db_engine: Engine
+) -> None:
+    handler, events, main = run_flaky(settings, db_engine, 2, 20, "SELECT count(*) FROM reports")
     with db_engine.connect() as conn:
         rows = conn.execute(text("SELECT status, attempts FROM event_records")).all()
     assert sorted(set(rows)) == [("succeeded", 3)]
@@ -81,17 +83,9 @@ def test_failing_twice_then_succeeding_goes_through_retry_1s_and_2s(
 def test_exhausted_retries_reach_the_dlq_with_their_history(
     settings: Settings, db_engine: Engine
 ) -> None:
-    settings = settings.model_copy(update={"event_types": ("Report",), "retries": 1})
-    handler = FlakyReportHandler(settings, failures=99)
-    events = sample_events("Report", 5)
-    main = f"{settings.topic_prefix}.report"
-    with running_app(settings, handlers={"Report": handler}):
-        produce_events(settings.kafka_bootstrap_servers, main, events)
-        wait_for(
-            lambda: scalar(db_engine, "SELECT count(*) FROM event_records WHERE status='dlq'") == 5,
-            timeout=60,
-            message="5 in the DLQ",
-        )
+    settings = settings.model_copy(update={"retries": 1})
+    dead = "SELECT count(*) FROM event_records WHERE status='dlq'"
+    handler, _events, main = run_flaky(settings, db_engine, 99, 5, dead)
     dlq = read_all(settings.kafka_bootstrap_servers, f"{main}.dlq")
     assert len(dlq) == 5
     for message in dlq:
@@ -126,8 +120,10 @@ def test_a_rebalance_while_records_wait_in_a_tier_loses_none_and_runs_none_early
         second = App(settings, handlers={"Report": handler})  # same group: a rebalance
         second.start()
         try:
-            wait_for(
-                lambda: scalar(db_engine, "SELECT count(*) FROM reports") == 30,
+            wait_for_scalar(
+                db_engine,
+                "SELECT count(*) FROM reports",
+                30,
                 timeout=90,
                 message="30 reports after the rebalance",
             )
