@@ -33,6 +33,7 @@ from confluent_kafka import Producer
 from sqlalchemy import text
 
 from bench import common as c
+from devtools.dead_letters import exhausted_headers
 from devtools.kafka import kafka_config
 from ops.admin.config import load_admin_settings
 from ops.admin.run import AdminServer
@@ -58,15 +59,12 @@ def produce_dead_letters(settings: Any, count: int) -> float:
     names = c.names_of(settings)
     now = int(time.time() * 1000)
     headers = [
-        rh.build(
+        exhausted_headers(
+            names,
+            rh.Origin(names.main, 0, n, now - 60_000),
+            rh.Failure(cls, "failed after 3 attempts", "Traceback ...", "transient"),
             source_headers=[("content-type", b"application/json")],
-            origin=rh.Origin(names.main, 0, n, now - 60_000),
-            group=names.group,
-            attempt=3,
             first_failure_ms=now - 30_000,
-            due_ms=None,
-            failure=rh.Failure(cls, "failed after 3 attempts", "Traceback ...", "transient"),
-            dlq_reason="exhausted",
         )
         for n, cls in enumerate(CLASSES)
     ]

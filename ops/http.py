@@ -68,6 +68,24 @@ class _Server(TcpWSGIServer):
                 channel.will_close = True
 
 
+def adjustments_for(host: str, port: int, *, threads: int, **more: Any) -> Adjustments:
+    """Waitress settings of every HTTP server here (this one, the admin's): a deep backlog,
+    idle connections closed after IDLE_TIMEOUT_S and checked every second, poll() rather
+    than select(), our Server header, 16 KiB of request headers at most; `more` on top."""
+    return Adjustments(
+        host=host,
+        port=port,
+        threads=threads,
+        backlog=BACKLOG,
+        channel_timeout=IDLE_TIMEOUT_S,
+        cleanup_interval=1,
+        asyncore_use_poll=True,
+        ident=SERVER_HEADER,
+        max_request_header_size=16_384,
+        **more,
+    )
+
+
 class HealthServer:
     """Binds at construction (a taken port raises OSError before anything else starts),
     serves after `start()`."""
@@ -75,17 +93,11 @@ class HealthServer:
     def __init__(self, host: str, port: int, app: Runtime) -> None:
         self.app = app
         self._map: dict[int, Any] = {}
-        adjustments = Adjustments(
-            host=host,
-            port=port,
+        adjustments = adjustments_for(
+            host,
+            port,
             threads=THREADS,
-            backlog=BACKLOG,
             connection_limit=CONNECTION_LIMIT,
-            channel_timeout=IDLE_TIMEOUT_S,
-            cleanup_interval=1,
-            asyncore_use_poll=True,
-            ident=SERVER_HEADER,
-            max_request_header_size=16_384,
             max_request_body_size=65_536,
         )
         self._server = _Server(self._wsgi, map=self._map, adj=adjustments)

@@ -149,18 +149,8 @@ def run(settings: Settings, *, events: int = 1000) -> Outcome:
         return _run(scenario, api, events)
 
 
-def _run(run: ScenarioRun, api: ChemicalApiServer, count: int) -> Outcome:
-    pattern = entity_pattern(run.entity_prefix)
-    run.on_cleanup("DELETE FROM chemical_status_history WHERE chemical_id LIKE :p", p=pattern)
-    run.on_cleanup("DELETE FROM chemicals WHERE chemical_id LIKE :p", p=pattern)
-    batch = cascade_events(run.entity_prefix, count)
-    ids = [e.payload.chemical_id for e in batch]
-    picked = random.Random(run.run_id).sample(ids, round(count * (LOCKED_SHARE + SLOW_API_SHARE)))
-    locked = picked[: round(count * LOCKED_SHARE)]
-    slow = picked[len(locked) :]
-    handler = CascadeStatusHandler(run.settings, api_url=api.url, api_chemicals=set(slow))
-
-    # The locked chemicals exist already (an older status), as rows to be updated do.
+def _seed_older_statuses(run: ScenarioRun, locked: list[str]) -> None:
+    """The locked chemicals exist already (an older status), as rows to be updated do."""
     with run.engine.begin() as conn:
         conn.execute(
             chemicals.insert(),
@@ -176,24 +166,47 @@ def _run(run: ScenarioRun, api: ChemicalApiServer, count: int) -> Outcome:
             ],
         )
 
+
+def _lock_rows(
+    run: ScenarioRun, handler: CascadeStatusHandler, locked: list[str], lock_errors: list[str]
+) -> list[tuple[threading.Thread, list[str], int]]:
+    """Another transaction locks the rows, in two groups: the first released once each of its
+    events failed once, the second (RETRY_AGAIN rows) once each failed twice."""
+    groups = [locked[RETRY_AGAIN:], locked[:RETRY_AGAIN]]
+    holders = []
+    for times, group in enumerate(groups, start=1):
+        taken = threading.Event()
+
+        def release(group: list[str] = group, times: int = times) -> bool:
+            return handler.failed_at_least(handler.lock_timeouts, group, times)
+
+        holder = threading.Thread(
+            target=hold_row_locks,
+            args=(run.engine, group, taken, release, lock_errors),
+            daemon=True,
+        )
+        holder.start()
+        taken.wait(10)
+        holders.append((holder, group, times))
+    return holders
+
+
+def _run(run: ScenarioRun, api: ChemicalApiServer, count: int) -> Outcome:
+    pattern = entity_pattern(run.entity_prefix)
+    run.on_cleanup("DELETE FROM chemical_status_history WHERE chemical_id LIKE :p", p=pattern)
+    run.on_cleanup("DELETE FROM chemicals WHERE chemical_id LIKE :p", p=pattern)
+    batch = cascade_events(run.entity_prefix, count)
+    ids = [e.payload.chemical_id for e in batch]
+    picked = random.Random(run.run_id).sample(ids, round(count * (LOCKED_SHARE + SLOW_API_SHARE)))
+    locked = picked[: round(count * LOCKED_SHARE)]
+    slow = picked[len(locked) :]
+    handler = CascadeStatusHandler(run.settings, api_url=api.url, api_chemicals=set(slow))
+
+    _seed_older_statuses(run, locked)
+
     with run.running(handlers={"ChemicalStatus": handler}):
-        groups = [locked[RETRY_AGAIN:], locked[:RETRY_AGAIN]]
-        holders = []
         lock_errors: list[str] = []
-        for times, group in enumerate(groups, start=1):
-            taken = threading.Event()
-
-            def release(group: list[str] = group, times: int = times) -> bool:
-                return handler.failed_at_least(handler.lock_timeouts, group, times)
-
-            holder = threading.Thread(
-                target=hold_row_locks,
-                args=(run.engine, group, taken, release, lock_errors),
-                daemon=True,
-            )
-            holder.start()
-            taken.wait(10)
-            holders.append((holder, group, times))
+        holders = _lock_rows(run, handler, locked, lock_errors)
         run.timeline.mark(f"{len(locked)} chemicals' rows locked by another transaction")
         sent = time.time()
         run.produce_events(batch)
@@ -220,6 +233,36 @@ def _run(run: ScenarioRun, api: ChemicalApiServer, count: int) -> Outcome:
     return run.outcome(TITLE, PROMISE)
 
 
+def _applied(
+    run: ScenarioRun, batch: list[Event], faulty_ids: list[str]
+) -> tuple[int, int, int, int]:
+    """History rows, distinct events in them, current statuses set by the batch, and faulty
+    events that succeeded on a later attempt."""
+    pattern = entity_pattern(run.entity_prefix)
+    history = chemical_status_history.c
+    with run.engine.connect() as conn:
+        applied, distinct = conn.execute(
+            select(func.count(), func.count(history.event_id.distinct())).where(
+                history.chemical_id.like(pattern)
+            )
+        ).one()
+        current = conn.execute(
+            select(func.count()).where(
+                chemicals.c.chemical_id.like(pattern),
+                chemicals.c.status_event_id.in_([e.event_id for e in batch]),
+            )
+        ).scalar_one()
+        retried = conn.execute(
+            select(func.count()).where(
+                event_records.c.consumer_group.in_(run.groups),
+                event_records.c.event_id.in_(faulty_ids),
+                event_records.c.status == "succeeded",
+                event_records.c.attempts >= 2,
+            )
+        ).scalar_one()
+    return int(applied), int(distinct), int(current), int(retried)
+
+
 def _checks(
     run: ScenarioRun,
     batch: list[Event],
@@ -235,29 +278,8 @@ def _checks(
         succeeded == count and sum(statuses.values()) == count,
         f"{succeeded} succeeded, statuses {statuses}",
     )
-    pattern = entity_pattern(run.entity_prefix)
-    history = chemical_status_history.c
-    with run.engine.connect() as conn:
-        applied, distinct = conn.execute(
-            select(func.count(), func.count(history.event_id.distinct())).where(
-                history.chemical_id.like(pattern)
-            )
-        ).one()
-        current = conn.execute(
-            select(func.count()).where(
-                chemicals.c.chemical_id.like(pattern),
-                chemicals.c.status_event_id.in_([e.event_id for e in batch]),
-            )
-        ).scalar_one()
-        faulty_ids = [e.event_id for e in batch if e.payload.chemical_id in {*locked, *slow}]
-        retried = conn.execute(
-            select(func.count()).where(
-                event_records.c.consumer_group.in_(run.groups),
-                event_records.c.event_id.in_(faulty_ids),
-                event_records.c.status == "succeeded",
-                event_records.c.attempts >= 2,
-            )
-        ).scalar_one()
+    faulty_ids = [e.event_id for e in batch if e.payload.chemical_id in {*locked, *slow}]
+    applied, distinct, current, retried = _applied(run, batch, faulty_ids)
     run.check(
         "each status change applied exactly once",
         applied == distinct == current == count,

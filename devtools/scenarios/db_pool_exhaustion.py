@@ -29,11 +29,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from common.settings import Settings
-from devtools.devservers import ChemicalApiServer
 from devtools.scenarios.dashboard import Check, Outcome
-from devtools.scenarios.entities import lookups_and_reports
+from devtools.scenarios.entities import lookup_run, lookups_and_reports
 from devtools.scenarios.runner import ScenarioRun, entity_pattern
 from retry_topics import headers as rh
+from schemas.events import Event
 from storage.models import chemical_lookups, reports
 
 NAME = "db-pool-exhaustion"
@@ -58,20 +58,15 @@ def run(
     could be served by that one connection alone with no checkout ever waiting 0.2 s (seen
     in CI: "max 3/3 in use, 0 checkouts timed out"), so the scenario would not show what it
     claims to."""
-    with (
-        ChemicalApiServer(port=0) as api,
-        ScenarioRun(
-            settings,
-            NAME,
-            ("ChemicalLookup", "Report"),
-            chemical_api_url=api.url,
-            db_pool_size=POOL_SIZE,
-            db_pool_timeout_s=POOL_TIMEOUT_S,
-            concurrency=20,
-            db_writers_per_listener=4,
-            mark_pool=True,
-        ) as scenario,
-    ):
+    with lookup_run(
+        settings,
+        NAME,
+        db_pool_size=POOL_SIZE,
+        db_pool_timeout_s=POOL_TIMEOUT_S,
+        concurrency=20,
+        db_writers_per_listener=4,
+        mark_pool=True,
+    ) as (scenario, _api):
         return _run(scenario, lookups, reports_count, reporting_s, reporting_connections)
 
 
@@ -97,39 +92,68 @@ def _checkout(engine: Engine, patience_s: float = 10.0) -> Connection:
 def _run(
     run: ScenarioRun, lookups: int, reports_count: int, reporting_s: float, connections: int
 ) -> Outcome:
-    pattern = entity_pattern(run.entity_prefix)
     looked, reports_sent = lookups_and_reports(run, lookups, reports_count)
-    events = looked + reports_sent
-    total = len(events)
     with run.running() as app:
         assert app.engine is not None
-        started = threading.Barrier(connections + 1)
-        load = [
-            threading.Thread(target=reporting_query, args=(app.engine, reporting_s, started))
-            for _ in range(connections)
-        ]
-        for thread in load:
-            thread.start()
-        started.wait(10)
-        run.timeline.mark(
-            f"reporting load: {connections} of {POOL_SIZE} pool connections busy for "
-            f"{reporting_s:.0f} s"
-        )
-        sent = time.time()
-        run.produce_events(events)
-        run.timeline.mark(
-            f"burst of {total} events produced ({lookups} look-ups, {reports_count} reports)", sent
-        )
-        for thread in load:
-            thread.join(reporting_s + 30)
-        run.timeline.mark("reporting load finished: connections released")
-        run.wait(
-            lambda: run.status_counts().get("succeeded", 0) >= total,
-            timeout=120,
-            what=f"{total} events succeeded",
-        )
-        run.mark_finished(f"all {total} events succeeded")
+        _burst_under_load(run, app.engine, looked, reports_sent, reporting_s, connections)
+    total = len(looked) + len(reports_sent)
+    held, max_in_use, hot = _check_effects(run, lookups, reports_count)
+    outcome = _outcome_with_pool_check(run, total)
+    outcome.facts.update(events=total, pool_timeouts_held=held, reporting_s=reporting_s)
+    outcome.highlights += [
+        f"pool: DB_POOL_SIZE={POOL_SIZE}, DB_POOL_TIMEOUT_S={POOL_TIMEOUT_S}; max "
+        f"{max_in_use}/{POOL_SIZE} checked out; at 80% or more for {hot:.0%} of the run "
+        "(QchemDbPoolHigh pages if that lasts 5 minutes)",
+        f"{held} times a checkout timed out: the event was held in place and tried again "
+        "after a capped exponential backoff with jitter (no attempt used up)",
+    ]
+    return outcome
 
+
+def _burst_under_load(
+    run: ScenarioRun,
+    engine: Engine,
+    looked: list[Event],
+    reports_sent: list[Event],
+    reporting_s: float,
+    connections: int,
+) -> None:
+    """The burst produced while `connections` report queries hold the pool; until done."""
+    total = len(looked) + len(reports_sent)
+    started = threading.Barrier(connections + 1)
+    load = [
+        threading.Thread(target=reporting_query, args=(engine, reporting_s, started))
+        for _ in range(connections)
+    ]
+    for thread in load:
+        thread.start()
+    started.wait(10)
+    run.timeline.mark(
+        f"reporting load: {connections} of {POOL_SIZE} pool connections busy for "
+        f"{reporting_s:.0f} s"
+    )
+    sent = time.time()
+    run.produce_events(looked + reports_sent)
+    run.timeline.mark(
+        f"burst of {total} events produced ({len(looked)} look-ups, {len(reports_sent)} reports)",
+        sent,
+    )
+    for thread in load:
+        thread.join(reporting_s + 30)
+    run.timeline.mark("reporting load finished: connections released")
+    run.wait(
+        lambda: run.status_counts().get("succeeded", 0) >= total,
+        timeout=120,
+        what=f"{total} events succeeded",
+    )
+    run.mark_finished(f"all {total} events succeeded")
+
+
+def _check_effects(run: ScenarioRun, lookups: int, reports_count: int) -> tuple[int, int, float]:
+    """Every event succeeded, each effect once, the pool exhausted: (checkouts held, most in
+    use, share of samples at 80 % or more)."""
+    total = lookups + reports_count
+    pattern = entity_pattern(run.entity_prefix)
     statuses = run.status_counts()
     with run.engine.connect() as conn:
         looked_up = conn.execute(
@@ -159,8 +183,13 @@ def _run(
         max_in_use >= POOL_SIZE and held > 0,
         f"max {max_in_use}/{POOL_SIZE} in use, {held} checkouts timed out (events held)",
     )
-    # A pool timeout must never use up an attempt: no retry-tier or DLQ record may carry one.
-    # (Other failures may: the dev chemical API itself can time out under this burst.)
+    return held, max_in_use, hot
+
+
+def _outcome_with_pool_check(run: ScenarioRun, total: int) -> Outcome:
+    """The outcome, with the check that a pool timeout never used up an attempt: no
+    retry-tier or DLQ record may carry one. (Other failures may: the dev chemical API itself
+    can time out under this burst.)"""
     routed = [
         record
         for event_type in run.settings.event_types
@@ -181,14 +210,5 @@ def _run(
             f"on attempt 1 ({len(routed)} retried for other causes)",
         )
     )
-    outcome.facts.update(
-        events=total, pool_timeouts_held=held, reporting_s=reporting_s, retried_by_pool=len(by_pool)
-    )
-    outcome.highlights += [
-        f"pool: DB_POOL_SIZE={POOL_SIZE}, DB_POOL_TIMEOUT_S={POOL_TIMEOUT_S}; max "
-        f"{max_in_use}/{POOL_SIZE} checked out; at 80% or more for {hot:.0%} of the run "
-        "(QchemDbPoolHigh pages if that lasts 5 minutes)",
-        f"{held} times a checkout timed out: the event was held in place and tried again "
-        "after a capped exponential backoff with jitter (no attempt used up)",
-    ]
+    outcome.facts.update(retried_by_pool=len(by_pool))
     return outcome

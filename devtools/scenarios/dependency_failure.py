@@ -29,7 +29,7 @@ from typing import Any
 from common.settings import Settings
 from devtools.devservers import ChemicalApiServer
 from devtools.scenarios.dashboard import Outcome
-from devtools.scenarios.entities import lookups_and_reports
+from devtools.scenarios.entities import lookup_run, lookups_and_reports
 from devtools.scenarios.runner import RawRecord, ScenarioRun
 from ops.health import breaker_states, check_chemical_api
 from retry_topics import headers as rh
@@ -46,16 +46,9 @@ REPLAY_RUNS = 3  # replays of what the broker did not confirm (a replay skips wh
 
 def run(settings: Settings, *, lookups: int = 10, reports: int = 50) -> Outcome:
     """`lookups` ChemicalLookup events while the API fails, `reports` Reports alongside."""
-    with (
-        ChemicalApiServer(port=0) as api,
-        ScenarioRun(
-            settings,
-            NAME,
-            ("ChemicalLookup", "Report"),
-            chemical_api_url=api.url,
-            breaker_fail_max=FAIL_MAX,
-            breaker_reset_timeout_s=RESET_S,
-        ) as scenario,
+    with lookup_run(settings, NAME, breaker_fail_max=FAIL_MAX, breaker_reset_timeout_s=RESET_S) as (
+        scenario,
+        api,
     ):
         api.set_mode("error500")
         return _run(scenario, api, lookups, reports)

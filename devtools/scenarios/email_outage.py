@@ -66,6 +66,34 @@ def run(
         return _run(scenario, sink, emails, window_s)
 
 
+def _check_deliveries(
+    run: ScenarioRun, sink: SmtpSink, wanted: set[str]
+) -> tuple[Counter[str | None], set[str], dict[str | None, int], list[str]]:
+    """Nothing lost, nothing twice, every email recorded, the breaker opened: (messages by
+    event id, lost, duplicated, the smtp breaker's states)."""
+    count = len(wanted)
+    received = Counter(m.event_id for m in sink.messages)
+    lost = wanted - set(received)
+    duplicates = {event_id: n for event_id, n in received.items() if n > 1}
+    strangers = set(received) - wanted
+    statuses = run.status_counts()
+    run.check("zero emails lost", not lost, f"{len(wanted) - len(lost)}/{count} delivered")
+    run.check(
+        "each email delivered exactly once",
+        not duplicates and not strangers and sum(received.values()) == count,
+        f"{sum(received.values())} messages at the SMTP server, {len(duplicates)} duplicated",
+    )
+    run.check(
+        f"{count}/{count} recorded as succeeded",
+        statuses.get("succeeded", 0) == count and sum(statuses.values()) == count,
+        str(statuses),
+    )
+    states = run.watch.breaker_states.get("smtp", ["closed"]) if run.watch else []
+    if run.settings.breaker_fail_max <= count:
+        run.check("the smtp breaker opened during the outage", "open" in states, "->".join(states))
+    return received, lost, duplicates, states
+
+
 def _run(run: ScenarioRun, sink: SmtpSink, count: int, window_s: float) -> Outcome:
     events = sample_events("Email", count)
     wanted = {e.event_id for e in events}
@@ -94,25 +122,7 @@ def _run(run: ScenarioRun, sink: SmtpSink, count: int, window_s: float) -> Outco
         run.mark_finished(f"all {count} emails delivered and recorded")
         time.sleep(1.5)  # anything arriving now would be a duplicate delivery
 
-    received = Counter(m.event_id for m in sink.messages)
-    lost = wanted - set(received)
-    duplicates = {event_id: n for event_id, n in received.items() if n > 1}
-    strangers = set(received) - wanted
-    statuses = run.status_counts()
-    run.check("zero emails lost", not lost, f"{len(wanted) - len(lost)}/{count} delivered")
-    run.check(
-        "each email delivered exactly once",
-        not duplicates and not strangers and sum(received.values()) == count,
-        f"{sum(received.values())} messages at the SMTP server, {len(duplicates)} duplicated",
-    )
-    run.check(
-        f"{count}/{count} recorded as succeeded",
-        statuses.get("succeeded", 0) == count and sum(statuses.values()) == count,
-        str(statuses),
-    )
-    states = run.watch.breaker_states.get("smtp", ["closed"]) if run.watch else []
-    if run.settings.breaker_fail_max <= count:
-        run.check("the smtp breaker opened during the outage", "open" in states, "->".join(states))
+    received, lost, duplicates, states = _check_deliveries(run, sink, wanted)
     outcome = run.outcome(TITLE, PROMISE)
     via_dlq = outcome.dashboard["retry_analysis"]["sent_to_dlq"]
     if via_dlq["count"]:

@@ -1,12 +1,32 @@
-"""Events about a run's own entities: ids under its entity prefix, their rows its own too."""
+"""Runs over chemical look-ups and reports, and events about a run's own entities (ids under
+its entity prefix, so their rows are its own too)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from typing import Any
 
+from common.settings import Settings
+from devtools.devservers import ChemicalApiServer
 from devtools.scenarios.runner import ScenarioRun, entity_pattern
 from schemas.events import Event
 from schemas.samples import sample_events
+
+
+@contextmanager
+def lookup_run(
+    settings: Settings, name: str, **overrides: Any
+) -> Iterator[tuple[ScenarioRun, ChemicalApiServer]]:
+    """A run over ChemicalLookup and Report events, with a chemical API of its own."""
+    with (
+        ChemicalApiServer(port=0) as api,
+        ScenarioRun(
+            settings, name, ("ChemicalLookup", "Report"), chemical_api_url=api.url, **overrides
+        ) as run,
+    ):
+        yield run, api
 
 
 def lookups_and_reports(

@@ -22,7 +22,8 @@ from typing import Any
 
 from common.settings import Settings
 from devtools.scenarios.dashboard import Outcome
-from devtools.scenarios.runner import RawRecord, Record, ScenarioRun, counter, entity_pattern
+from devtools.scenarios.runner import RawRecord, Record, ScenarioRun, entity_pattern
+from devtools.scenarios.watch import counter
 from retry_topics import headers as rh
 from schemas.codec import encode_json
 from schemas.events import Event
@@ -116,9 +117,11 @@ def _run(run: ScenarioRun, count: int) -> Outcome:
     return run.outcome(TITLE, PROMISE)
 
 
-def _check(
-    run: ScenarioRun, count: int, bad: list[tuple[Record, str, str]], invalid_counted: float
-) -> None:
+def _dead_letters(
+    run: ScenarioRun, bad: list[tuple[Record, str, str]]
+) -> tuple[list[dict[str, Any]], int]:
+    """What the DLQ holds for each malformed record (its reason, bytes, key, headers,
+    attempt), and how many records the retry tiers hold."""
     names = run.names(EVENT_TYPE)
     dlq = {}
     for dead in run.read_topic(names.dlq):
@@ -126,7 +129,6 @@ def _check(
         if origin is not None:
             dlq[(origin.partition, origin.offset)] = dead
     retried = sum(len(run.read_topic(spec.name)) for spec in names.retry_tiers)
-    rows = [r for r in run.rows() if r.status == "invalid"]
     variants = []
     for produced, variant, reason in bad:
         record = dlq.get((produced.partition, produced.offset))
@@ -150,6 +152,14 @@ def _check(
                 "bytes": len(produced.value or b""),
             }
         )
+    return variants, retried
+
+
+def _check(
+    run: ScenarioRun, count: int, bad: list[tuple[Record, str, str]], invalid_counted: float
+) -> None:
+    variants, retried = _dead_letters(run, bad)
+    rows = [r for r in run.rows() if r.status == "invalid"]
     statuses = run.status_counts()
     run.check(
         f"{len(bad)}/{len(bad)} malformed records INVALID",

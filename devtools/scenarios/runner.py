@@ -19,13 +19,12 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, Producer
-from prometheus_client import REGISTRY
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine
 
@@ -41,6 +40,7 @@ from devtools.scenarios.dashboard import (
     compute_dashboard,
     failure_marks,
 )
+from devtools.scenarios.watch import Watch
 from ops.app import App
 from ops.topics import admin_client, create_topics
 from retry_topics import headers as rh
@@ -73,26 +73,6 @@ class Record:
     value: bytes | None
     headers: list[tuple[str, bytes]] | None
     timestamp_ms: int = 0
-
-
-@dataclass(slots=True)
-class Watch:
-    """What the sampler saw of the running application."""
-
-    pool_size: int
-    pool_max_in_use: int = 0
-    pool_samples: int = 0
-    pool_hot_samples: int = 0  # samples at 80 % or more of the pool (the QchemDbPoolHigh level)
-    held: dict[str, float] = field(default_factory=dict)
-    breaker_states: dict[str, list[str]] = field(default_factory=dict)
-
-    def facts(self) -> dict[str, Any]:
-        hot = round(self.pool_hot_samples / max(self.pool_samples, 1), 3)
-        return {
-            "pool": {"size": self.pool_size, "max_in_use": self.pool_max_in_use, "hot_share": hot},
-            "held_in_place": {k: int(v) for k, v in self.held.items()},
-            "breaker_states": self.breaker_states,
-        }
 
 
 class ScenarioRun:
@@ -159,7 +139,12 @@ class ScenarioRun:
             with harness.running_app(self.settings, handlers, timeout=READY_TIMEOUT_S) as app:
                 self.app = app
                 self.timeline.start()
-                sampler = threading.Thread(target=self._sample, args=(app, stop), daemon=True)
+                self.watch = Watch(pool_size=self.settings.db_pool_size)
+                sampler = threading.Thread(
+                    target=self.watch.sample,
+                    args=(app, stop, self.timeline, self.mark_pool),
+                    daemon=True,
+                )
                 sampler.start()
                 try:
                     yield app
@@ -171,34 +156,6 @@ class ScenarioRun:
         finally:
             if self.app is not None and self.app.failed.is_set():
                 self.check("no listener crashed", False, "a listener thread died")
-
-    def _sample(self, app: App, stop: threading.Event) -> None:
-        """Every 20 ms: breaker states (marked on change), pool use, events held in place."""
-        watch = self.watch = Watch(pool_size=self.settings.db_pool_size)
-        held_before = {r: held_total(self.settings.event_types, r) for r in HELD_REASONS}
-        while not stop.wait(0.02):
-            for name, guard in app.breakers.all().items():
-                states = watch.breaker_states.setdefault(name, ["closed"])
-                if guard.state != states[-1]:
-                    states.append(guard.state)
-                    self.timeline.mark(f"breaker {name} {guard.state}")
-            pool = getattr(app.engine, "pool", None)
-            checked_out = getattr(pool, "checkedout", None)
-            if checked_out is not None:
-                in_use = int(checked_out())
-                watch.pool_samples += 1
-                watch.pool_hot_samples += in_use >= 0.8 * watch.pool_size
-                if self.mark_pool and in_use >= watch.pool_size > watch.pool_max_in_use:
-                    self.timeline.mark(
-                        f"database pool fully checked out: {in_use}/{watch.pool_size} in use"
-                    )
-                watch.pool_max_in_use = max(watch.pool_max_in_use, in_use)
-            for reason in HELD_REASONS:
-                now = held_total(self.settings.event_types, reason) - held_before[reason]
-                if now and not watch.held.get(reason):
-                    why = HELD_WHY[reason]
-                    self.timeline.mark(f"first event held in place, no attempt used ({why})")
-                watch.held[reason] = now
 
     def close(self) -> None:
         """Delete the run's topics, consumer groups and rows (best effort, never raises)."""
@@ -377,20 +334,6 @@ class ScenarioRun:
             highlights=self.highlights,
             duration_s=round(time.monotonic() - self._started, 1),
         )
-
-
-HELD_REASONS = ("database_down", "dependency_down")
-HELD_WHY = {"database_down": "database unavailable", "dependency_down": "breaker open"}
-
-
-def counter(name: str, **labels: str) -> float:
-    """A Prometheus sample of this process (the application's metrics are process-wide)."""
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def held_total(event_types: Iterable[str], reason: str) -> float:
-    """Events held in place so far in this process, for `reason`."""
-    return sum(counter("qchem_events_held_total", event_type=t, reason=reason) for t in event_types)
 
 
 def poll(condition: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:

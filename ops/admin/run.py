@@ -12,13 +12,12 @@ from typing import Any
 
 import structlog
 from waitress import wasyncore
-from waitress.adjustments import Adjustments
 
 from common.settings import Settings
 from ops import dlq_service
 from ops.admin.config import AdminSettings
 from ops.admin.server import AdminApp
-from ops.http import BACKLOG, IDLE_TIMEOUT_S, SERVER_HEADER, _Server
+from ops.http import _Server, adjustments_for
 from storage.db import make_engine
 
 log = structlog.get_logger(__name__)
@@ -31,16 +30,10 @@ class AdminServer:
         self.engine = make_engine(settings, pool_size=THREADS + 2)
         self.app = AdminApp(settings, admin, self.engine)
         self._map: dict[int, Any] = {}
-        adjustments = Adjustments(
-            host=admin.host,
-            port=admin.port,
+        adjustments = adjustments_for(
+            admin.host,
+            admin.port,
             threads=THREADS,
-            backlog=BACKLOG,
-            channel_timeout=IDLE_TIMEOUT_S,
-            cleanup_interval=1,
-            asyncore_use_poll=True,
-            ident=SERVER_HEADER,
-            max_request_header_size=16_384,
             # The app answers an oversized body with a one-line 400; waitress only stops a
             # body far beyond it (its own answer is a plain-text 413).
             max_request_body_size=admin.max_body_bytes * 16,

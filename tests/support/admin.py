@@ -13,6 +13,7 @@ from typing import Any
 from common.settings import Settings
 from ops.admin.config import load_admin_settings
 from ops.admin.run import AdminServer
+from ops.app import App
 
 TOKEN = "test-admin-token-0123456789"
 
@@ -27,6 +28,17 @@ def admin_server(settings: Settings, **overrides: Any) -> Iterator[AdminServer]:
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def app_with_admin(settings: Settings) -> Iterator[tuple[App, AdminServer]]:
+    """The app running in this process and an admin server reading its /metrics."""
+    from tests.support.app import running_app
+
+    with running_app(settings) as app:
+        assert app.health is not None
+        with admin_server(settings, instances=f"http://127.0.0.1:{app.health.port}") as admin:
+            yield app, admin
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from common.settings import Settings
+from devtools.dead_letters import exhausted_headers
 from devtools.kafka import kafka_config
 from ops.topics import create_topics
 from retry_topics import headers as rh
@@ -71,15 +72,12 @@ def dead_lettered(
     failure = rh.Failure(error_class, "it failed: password=hunter2", "Traceback ...", kind)
     producer = Producer(kafka_config(settings, {"acks": "all"}))
     for m in originals:
-        headers = rh.build(
+        headers = exhausted_headers(
+            names,
+            rh.Origin(names.main, m.partition(), m.offset(), m.timestamp()[1]),
+            failure,
             source_headers=m.headers(),
-            origin=rh.Origin(names.main, m.partition(), m.offset(), m.timestamp()[1]),
-            group=names.group,
-            attempt=3,
             first_failure_ms=now - 7_000,
-            due_ms=None,
-            failure=failure,
-            dlq_reason="exhausted",
         )
         producer.produce(names.dlq, key=m.key(), value=m.value(), headers=headers)  # type: ignore[arg-type]
     assert producer.flush(30) == 0
@@ -95,15 +93,12 @@ def produce_many(settings: Settings, event_type: str, count: int, error_classes:
     now = int(time.time() * 1000)
     for n, event in enumerate(events):
         cls = error_classes[n % len(error_classes)]
-        headers = rh.build(
+        headers = exhausted_headers(
+            names,
+            rh.Origin(names.main, 0, n, now - 60_000),
+            rh.Failure(cls, "failed", "Traceback ...", "transient"),
             source_headers=SOURCE_HEADERS,
-            origin=rh.Origin(names.main, 0, n, now - 60_000),
-            group=names.group,
-            attempt=3,
             first_failure_ms=now - 30_000,
-            due_ms=None,
-            failure=rh.Failure(cls, "failed", "Traceback ...", "transient"),
-            dlq_reason="exhausted",
         )
         while True:
             try:

@@ -18,6 +18,8 @@ no main-topic work. The listeners now join with KIP-848's consumer protocol and 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,24 @@ def scale_up(settings: Settings, tmp_path: Path) -> tuple[list[AppProcess], list
     return apps, shares
 
 
+@contextmanager
+def scaled_out(
+    settings: Settings, tmp_path: Path
+) -> Iterator[tuple[Settings, list[AppProcess], list[set[Any]]]]:
+    """INSTANCES instances over PARTITIONS partitions, scaled up one by one (scale_up):
+    (their settings, the instances, their shares); every instance stopped afterwards."""
+    settings = settings.model_copy(
+        update={"event_types": ("ChemicalStatus",), "topic_partitions": PARTITIONS}
+    )
+    create_topics(settings)
+    apps: list[AppProcess] = []
+    try:
+        apps, shares = scale_up(settings, tmp_path)
+        yield settings, apps, shares
+    finally:
+        stop_all(apps)
+
+
 def stop_all(apps: list[AppProcess]) -> None:
     for app in apps:
         if app.alive():
@@ -97,14 +117,8 @@ def stop_all(apps: list[AppProcess]) -> None:
 def test_three_instances_share_the_partitions_and_apply_each_event_once(
     settings: Settings, db_engine: Engine, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(
-        update={"event_types": ("ChemicalStatus",), "topic_partitions": PARTITIONS}
-    )
-    create_topics(settings)
-    names = topic_names(settings, "ChemicalStatus")
-    apps: list[AppProcess] = []
-    try:
-        apps, shares = scale_up(settings, tmp_path)
+    with scaled_out(settings, tmp_path) as (settings, apps, shares):
+        names = topic_names(settings, "ChemicalStatus")
         held = sorted(tp for share in shares for tp in share)
         assert len(held) == len(set(held)), "no partition held by two instances"
         assert {p for t, p in held if t == names.main} == set(range(PARTITIONS))
@@ -122,8 +136,6 @@ def test_three_instances_share_the_partitions_and_apply_each_event_once(
         for app in apps:
             assert app.alive(), app.log()[-2000:]
             assert app.terminate() == 0, app.log()[-2000:]
-    finally:
-        stop_all(apps)
     for app in apps:
         crashes = [m for m in CRASH_MARKERS if m in app.log()]
         assert not crashes, f"{app.log_path.name}: {crashes}"
@@ -137,17 +149,9 @@ def test_three_instances_share_the_partitions_and_apply_each_event_once(
 def test_each_instance_holds_a_share_of_the_main_topic(
     settings: Settings, db_engine: Engine, tmp_path: Path
 ) -> None:
-    settings = settings.model_copy(
-        update={"event_types": ("ChemicalStatus",), "topic_partitions": PARTITIONS}
-    )
-    create_topics(settings)
-    main = topic_names(settings, "ChemicalStatus").main
-    apps: list[AppProcess] = []
-    try:
-        apps, shares = scale_up(settings, tmp_path)
+    with scaled_out(settings, tmp_path) as (settings, _apps, shares):
+        main = topic_names(settings, "ChemicalStatus").main
         main_split = [sorted(p for t, p in share if t == main) for share in shares]
         print(f"\nmain-topic partitions per instance: {main_split}")
         # KIP-848's range assignor splits each topic: 12 main partitions, 4 per instance.
         assert [len(s) for s in main_split] == [PARTITIONS // INSTANCES] * INSTANCES, main_split
-    finally:
-        stop_all(apps)

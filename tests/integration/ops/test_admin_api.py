@@ -15,7 +15,7 @@ from common.settings import Settings
 from devtools.devservers import SmtpSink
 from ops.admin.config import AdminConfigError, load_admin_settings
 from retry_topics.naming import topic_names
-from tests.support.admin import TOKEN, admin_server, call, one_line_error
+from tests.support.admin import TOKEN, admin_server, app_with_admin, call, one_line_error
 from tests.support.app import free_port, running_app
 from tests.support.db import scalar
 from tests.support.dead_letters import dead_lettered, produce_many
@@ -45,13 +45,7 @@ def test_health_shows_dependencies_breakers_lag_and_an_smtp_outage(
     handler_settings: Settings, db_engine: Engine, smtp_sink: SmtpSink
 ) -> None:
     settings = handler_settings.model_copy(update={"event_types": ("Email", "ChemicalStatus")})
-    with (
-        running_app(settings) as app,
-        admin_server(
-            settings,
-            instances=f"http://127.0.0.1:{app.health.port}",  # type: ignore[union-attr]
-        ) as admin,
-    ):
+    with app_with_admin(settings) as (app, admin):
         got = call(admin.url, "GET", "/api/v1/health")
         assert got.status == 200, got.body
         deps = got.body["dependencies"]

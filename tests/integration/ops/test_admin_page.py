@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from common.settings import Settings
 from devtools.devservers import SmtpSink
 from retry_topics.naming import topic_names
-from tests.support.admin import TOKEN, admin_server, call
+from tests.support.admin import TOKEN, admin_server, app_with_admin, call
 from tests.support.app import running_app
 from tests.support.browser import chromium, screenshot
 from tests.support.dead_letters import dead_lettered, produce_many
@@ -56,13 +56,7 @@ def test_the_page_shows_smtp_down_while_its_server_is_stopped(
     handler_settings: Settings, db_engine: Engine, smtp_sink: SmtpSink, browser: webdriver.Chrome
 ) -> None:
     settings = handler_settings.model_copy(update={"event_types": ("Email",)})
-    with (
-        running_app(settings) as app,
-        admin_server(
-            settings,
-            instances=f"http://127.0.0.1:{app.health.port}",  # type: ignore[union-attr]
-        ) as admin,
-    ):
+    with app_with_admin(settings) as (_app, admin):
         browser.get(f"{admin.url}/admin")
         smtp = '#dependencies tr[data-dependency="smtp"] td:nth-child(2)'
         assert cell(browser, smtp) == "ok"

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
+from devtools.dead_letters import exhausted_headers
 from devtools.devservers import SmtpSink
 from devtools.kafka import kafka_config
 from ops.dlq_render import record_from_json
@@ -113,15 +114,13 @@ def dead_letter_originals(
                 None,
                 m.key(),
                 m.value(),
-                rh.build(
+                exhausted_headers(
+                    names,
+                    rh.Origin(names.main, m.partition(), m.offset(), m.timestamp()[1]),
+                    fail,
                     source_headers=m.headers(),
-                    origin=rh.Origin(names.main, m.partition(), m.offset(), m.timestamp()[1]),
-                    group=names.group,
-                    attempt=3,
                     first_failure_ms=now - 7_000,
-                    due_ms=None,
-                    failure=fail,
-                    dlq_reason=reason,
+                    reason=reason,
                 ),
             )
             for m in originals
