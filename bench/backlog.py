@@ -59,14 +59,15 @@ def wait_committed(
     limits: tuple[float, float],
     label: Callable[[], str],
     crashed: Callable[[], bool] = lambda: False,
+    poll_s: float = POLL_S,
 ) -> float:
-    """Seconds from `t0` (perf_counter) until `n` records are committed. `limits` = (timeout,
-    stall seconds): Stalled after the stall without progress, TimeoutError after the timeout;
-    `label()` begins their message."""
+    """Seconds from `t0` (perf_counter) until `n` records are committed, polled every
+    `poll_s`. `limits` = (timeout, stall seconds): Stalled after the stall without progress,
+    TimeoutError after the timeout; `label()` begins their message."""
     timeout, stall_s = limits
     progress = (0, t0)  # committed offsets, when they last moved
     while True:
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
         if crashed():
             raise RuntimeError("a listener crashed (see stderr)")
         committed, now = watcher.committed(), time.perf_counter()

@@ -20,7 +20,6 @@ app's run (bench/cpu.py). Rounds rotate the order of the two.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,10 +33,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bench import common as c
+from bench import driver
+from bench.backlog import CommitWatcher, wait_committed
 from bench.cpu import CpuMeter
 from bench.throughput import run_raw
 from common.settings import Settings, load_settings
-from ops.devservers import SmtpSink, free_port
+from devtools.devservers import SmtpSink
+from devtools.ports import free_port
 from retry_topics.naming import topic_names
 from schemas.codec import encode_json
 from schemas.samples import sample_events
@@ -87,20 +89,6 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float) -> N
     raise TimeoutError(f"/readyz not 200 after {timeout:.0f} s")
 
 
-def wait_committed(watcher: c.CommitWatcher, n: int, t0: float, args: argparse.Namespace) -> float:
-    """Seconds from `t0` until `n` records are committed; TimeoutError on a stall."""
-    progress = (0, t0)  # committed offsets, when they last moved
-    while True:
-        time.sleep(0.05)
-        committed, now = watcher.committed(), time.perf_counter()
-        if committed >= n:
-            return now - t0
-        if committed > progress[0]:
-            progress = (committed, now)
-        elif now - progress[1] > args.stall_timeout or now - t0 > args.timeout:
-            raise TimeoutError(f"{committed}/{n} committed after {now - t0:.0f} s")
-
-
 def run_app(settings: Settings, n: int, args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
     """`qchem-events run` over the backlog; seconds to all committed, CPU per event."""
     names = topic_names(settings, settings.event_types[0])
@@ -109,12 +97,15 @@ def run_app(settings: Settings, n: int, args: argparse.Namespace, engine: Engine
         process = subprocess.Popen(
             [CLI, "run"], env=child_env(settings, port), stdout=log, stderr=subprocess.STDOUT
         )
-        watcher = c.CommitWatcher(settings.kafka_bootstrap_servers, names.group, names.main)
+        watcher = CommitWatcher(settings.kafka_bootstrap_servers, names.group, names.main)
         try:
             wait_ready(port, process, 90)
             with CpuMeter(process.pid, settings.kafka_bootstrap_servers) as meter:
+                limits = (args.timeout, args.stall_timeout)
                 t0 = time.perf_counter()
-                committed_s = wait_committed(watcher, n, t0, args)
+                committed_s = wait_committed(
+                    watcher, n, t0, limits, lambda: names.group, poll_s=0.05
+                )
             return {
                 "seconds": committed_s,
                 "cpu_us_per_event": meter.per_event(n),
@@ -194,7 +185,7 @@ def summarise(rounds: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = ["qchem-events real handlers (qchem-events run) vs raw-json", *c.machine_lines(report)]
+    lines = driver.header(report, "qchem-events real handlers (qchem-events run) vs raw-json")
     lines.append(f"dataset:  {report['events']:,} events a type, {report['rounds']} round(s)")
     table = [
         [
@@ -216,20 +207,11 @@ def render(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.real_handlers", description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = driver.parser("bench.real_handlers", __doc__, smoke="1,000 events a type, 1 round (CI)")
     p.add_argument("--events", type=int, default=60_000)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--types", default=",".join(TYPES))
-    p.add_argument("--smoke", action="store_true", help="1,000 events a type, 1 round (CI)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument(
-        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", c.DEFAULT_BOOTSTRAP)
-    )
-    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL", c.DEFAULT_DATABASE_URL))
-    p.add_argument("--timeout", type=float, default=900.0)
-    p.add_argument("--stall-timeout", type=float, default=60.0)
-    p.add_argument("--keep-topics", action="store_true")
+    driver.add_limits(p, 900.0)
     args = p.parse_args(argv)
     if args.smoke:
         args.events, args.rounds = 1_000, 1
@@ -242,31 +224,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    engine = c.prepared_engine(args.database_url)
-    smtp = SmtpSink()
-    smtp.start()
-    try:
-        machine = c.machine_info(engine, args.database_url, args.bootstrap)
-        rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in args.types}
+def measure(args: argparse.Namespace, engine: Engine) -> dict[str, Any]:
+    rounds: dict[str, list[dict[str, Any]]] = {t: [] for t in args.types}
+    with SmtpSink() as smtp:
         for round_no in range(args.rounds):
             order = ["raw-json", "app"] if round_no % 2 == 0 else ["app", "raw-json"]
             for event_type in args.types:
                 rounds[event_type].append(run_round(event_type, order, args, smtp, engine))
-        machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        report = {
-            "command": " ".join(getattr(sys, "orig_argv", sys.argv)),
-            "machine": machine,
-            "events": args.events,
-            "rounds": args.rounds,
-            "types": summarise(rounds),
-        }
-    finally:
-        smtp.stop()
-        engine.dispose()
-    print(json.dumps(report, indent=2) if args.json else render(report))
-    return 0
+    return {"events": args.events, "rounds": args.rounds, "types": summarise(rounds)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return driver.run(parse_args(argv), measure, render)
 
 
 if __name__ == "__main__":
