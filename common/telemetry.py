@@ -29,6 +29,10 @@ class EventTelemetry(Protocol):
         """An event's outcome is durable: success, retried, dlq, invalid or duplicate;
         `seconds` from hand-off to outcome."""
 
+    def finished_all(self, outcomes: list[tuple[str, int, float]]) -> None:
+        """`finished` (and `succeeded_on` for each "success") for many events at once:
+        (outcome, attempt, seconds) each."""
+
     def succeeded_on(self, attempt: int) -> None:
         """A success on this attempt (1 = first delivery)."""
 
@@ -78,6 +82,9 @@ class _NullEventTelemetry:
         pass
 
     def finished(self, outcome: str, seconds: float) -> None:
+        pass
+
+    def finished_all(self, outcomes: list[tuple[str, int, float]]) -> None:
         pass
 
     def succeeded_on(self, attempt: int) -> None:

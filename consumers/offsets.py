@@ -95,13 +95,19 @@ class OffsetBook:
 
     def mark_done(self, tp: TopicPartitionKey, offset: int) -> bool:
         """Record a finished offset; False when the partition is no longer ours (rule 4)."""
+        return self.mark_done_all([(tp, offset)]) == 1
+
+    def mark_done_all(self, records: Iterable[tuple[TopicPartitionKey, int]]) -> int:
+        """Record many finished offsets under one lock; how many were still ours."""
+        ours = 0
         with self._lock:
-            partition = self._partitions.get(tp)
-            if partition is None:
-                return False
-            partition.mark_done(offset)
+            for tp, offset in records:
+                partition = self._partitions.get(tp)
+                if partition is not None:
+                    partition.mark_done(offset)
+                    ours += 1
             self._changed.notify_all()
-            return True
+        return ours
 
     def to_commit(self) -> dict[TopicPartitionKey, int]:
         """Watermarks that moved since the last commit."""

@@ -19,6 +19,7 @@ poll thread straight to the writer (the hot path of ChemicalStatus and Report).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -30,7 +31,7 @@ from common import tracing
 from common.telemetry import NULL_EVENT_TELEMETRY, EventTelemetry
 from consumers.breakers import DependencyGuard
 from consumers.dispatch import KeyedDispatcher
-from consumers.handlers.base import Handler, nothing_outside_the_database
+from consumers.handlers.base import Handler, nothing_outside_the_database, set_based_apply
 from consumers.offsets import OffsetBook
 from consumers.timers import Timers
 from consumers.work import NOT_PERFORMED, Work, now_ms
@@ -77,6 +78,10 @@ class Pipeline:
         self.hold = hold  # shared with the writer: the database's down mark (runtime.py)
         self.guard = guard
         self.log = log.bind(event_type=event_type, group=self.group)
+        # Whether "event_processed" debug lines are written: their fields are built per
+        # event, so not at all when the level is above DEBUG.
+        is_enabled_for = getattr(self.log, "is_enabled_for", None)
+        self._debug = is_enabled_for is None or bool(is_enabled_for(logging.DEBUG))
         self.failures: FailurePath[Work] = FailurePath(
             names=names,
             policy=policy,
@@ -97,7 +102,7 @@ class Pipeline:
         # Nothing to do outside the database: no worker hand-off (see the module docstring).
         self.inline = getattr(type(handler), "perform", None) is nothing_outside_the_database
         # Set-based effects (BatchHandler) for what performs nothing outside the database.
-        self.apply_batch = getattr(handler, "apply_batch", None) if self.inline else None
+        self.apply_batch = set_based_apply(handler)
 
     # -- poll thread ------------------------------------------------------------------------
 
@@ -191,6 +196,8 @@ class Pipeline:
             item=event,
             processing_ms=int((time.monotonic() - work.started) * 1000),
             on_done=partial(self.written, work, performed),
+            on_done_all=self.written_all,
+            context=(work, performed),
         )
         self._hand_off(work, partial(self.writer.submit, request, work.lane))
 
@@ -230,10 +237,35 @@ class Pipeline:
             self.telemetry.succeeded_on(work.attempt)
         self.finish(work, outcome)
 
+    def written_all(self, requests: list[WriteRequest]) -> None:
+        """`written` for a transaction's successes at once: the outcomes counted and the
+        offsets marked done per batch, not per event; a failed write goes the usual way."""
+        done: list[tuple[Work, str]] = []
+        for request in requests:
+            work, performed = request.context
+            if isinstance(request.result, BaseException):
+                self.written(work, performed, request.result)
+            else:
+                applied = request.result is WriteResult.APPLIED
+                done.append((work, "success" if applied else "duplicate"))
+        if not done:
+            return
+        self.hold.database_back()
+        now = time.monotonic()
+        self.telemetry.finished_all(
+            [(outcome, work.attempt, now - work.started) for work, outcome in done]
+        )
+        for work, outcome in done:
+            if self._debug:
+                self.log.debug("event_processed", outcome=outcome, **work.log_fields())
+            tracing.end(work.span, outcome)
+            self._release_lane(work)
+        self.book.mark_done_all([(work.tp, work.offset) for work, _ in done])
+
     def finish(self, work: Work, outcome: str) -> None:
         elapsed = time.monotonic() - work.started
         self.telemetry.finished(outcome, elapsed)
-        if outcome in ("success", "duplicate"):
+        if self._debug and outcome in ("success", "duplicate"):
             self.log.debug("event_processed", outcome=outcome, **work.log_fields())
         tracing.end(work.span, outcome)
         self.book.mark_done(work.tp, work.offset)

@@ -7,6 +7,7 @@ runtime when it assembles the application.
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import suppress
 
 from consumers.breakers import STATE_VALUES
@@ -41,6 +42,21 @@ class PrometheusEventTelemetry:
         self._processed[outcome].inc()
         self._seconds.observe(seconds)
         self._in_flight.dec()
+        self._last_processed.set_to_current_time()
+
+    def finished_all(self, outcomes: list[tuple[str, int, float]]) -> None:
+        by_outcome: Counter[str] = Counter()
+        by_attempt: Counter[int] = Counter()
+        for outcome, attempt, seconds in outcomes:
+            by_outcome[outcome] += 1
+            if outcome == "success":
+                by_attempt[min(attempt, 4)] += 1
+            self._seconds.observe(seconds)
+        for outcome, n in by_outcome.items():
+            self._processed[outcome].inc(n)
+        for attempt, n in by_attempt.items():
+            self._succeeded_on[attempt].inc(n)
+        self._in_flight.dec(len(outcomes))
         self._last_processed.set_to_current_time()
 
     def succeeded_on(self, attempt: int) -> None:

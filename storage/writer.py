@@ -96,6 +96,11 @@ class WriteRequest:
     item: Any = None
     # A dead letter's row of the DLQ index (storage/dlq_index.py), written with its record.
     dlq_entry: dict[str, Any] | None = None
+    # Instead of `on_done`: called once per transaction with every request that has the same
+    # one, in submission order (the pipeline's completions: one lock, one metric update per
+    # batch rather than per event); `context` is whatever the caller needs back.
+    on_done_all: Callable[[list[WriteRequest]], None] | None = None
+    context: Any = None
     result: WriteResult | BaseException | None = field(default=None, init=False)
 
     @property
@@ -190,12 +195,21 @@ class BatchWriter:
         self._hold_while_unavailable(batch)
         if self._on_batch is not None:
             self._on_batch(len(batch), (datetime.now(UTC) - started).total_seconds())
+        together: dict[Callable[[list[WriteRequest]], None], list[WriteRequest]] = {}
         for request in batch:
             assert request.result is not None
+            if request.on_done_all is not None:
+                together.setdefault(request.on_done_all, []).append(request)
+                continue
             try:
                 request.on_done(request.result)
             except Exception:  # a callback bug must not kill the writer
                 log.exception("write_callback_failed", origin=request.origin_key)
+        for on_done_all, requests in together.items():
+            try:
+                on_done_all(requests)
+            except Exception:
+                log.exception("write_callback_failed", origin=requests[0].origin_key)
 
     def _write_once(self, batch: list[WriteRequest]) -> None:
         try:

@@ -15,7 +15,8 @@ retry_topics/policy.py (timeouts and connection resets are transient, the rest p
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol, cast
 
 from sqlalchemy.engine import Connection
 
@@ -57,3 +58,20 @@ class BatchHandler(Handler, Protocol):
     """
 
     def apply_batch(self, conn: Connection, events: list[Event]) -> None: ...
+
+
+def set_based_apply(handler: Handler) -> Callable[[Connection, list[Event]], None] | None:
+    """The handler's `apply_batch` when the writer may use it instead of `apply`, else None.
+
+    Only for database-only handlers, and only when `apply_batch` is defined at least as far
+    down the class hierarchy as `apply`: a subclass that overrides `apply` alone (to add a
+    check, or to inject a fault in a test) must not have its override bypassed by the
+    `apply_batch` it inherited, which knows nothing of it."""
+    cls = type(handler)
+    if getattr(cls, "perform", None) is not nothing_outside_the_database:
+        return None
+    batch_owner = next((c for c in cls.__mro__ if "apply_batch" in vars(c)), None)
+    apply_owner = next((c for c in cls.__mro__ if "apply" in vars(c)), None)
+    if batch_owner is None or apply_owner is None or not issubclass(batch_owner, apply_owner):
+        return None
+    return cast(BatchHandler, handler).apply_batch

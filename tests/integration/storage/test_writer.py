@@ -179,3 +179,37 @@ def test_a_second_copy_in_the_same_batch_is_not_a_duplicate_of_a_failed_first_co
     assert third is WriteResult.DUPLICATE, third
     assert applied == [1]
     assert count(db_engine, dedup_keys, "g-copies") == 1
+
+
+def test_requests_sharing_on_done_all_complete_together_in_order(db_engine: Engine) -> None:
+    """The pipeline's batched completions: one call per transaction with every request that
+    names the same `on_done_all`, in submission order; the others get their own `on_done`."""
+    calls: list[list[tuple[int, WriteResult | BaseException | None]]] = []
+    singles = Results(1)
+    done = threading.Event()
+
+    def on_done_all(requests: list[WriteRequest]) -> None:
+        calls.append([(r.context, r.result) for r in requests])
+        if sum(len(c) for c in calls) == 5:
+            done.set()
+
+    def no_effect(_conn: Connection) -> None:
+        pass
+
+    writer = BatchWriter(db_engine, writers=1, batch_max=100, **POLICY)
+    try:
+        batch = [request("g-all", offset, no_effect, Results(0)) for offset in range(5)]
+        for offset, r in enumerate(batch):
+            r.on_done_all, r.context = on_done_all, offset
+        single = request("g-all", 99, no_effect, singles)
+        writer.submit(single, "lane")
+        for r in batch:
+            writer.submit(r, "lane")
+        singles.wait()
+        assert done.wait(30)
+    finally:
+        writer.close()
+    completed = [item for call in calls for item in call]
+    assert completed == [(offset, WriteResult.APPLIED) for offset in range(5)]
+    assert len(calls) <= 2  # one call per transaction (the single may have gone first alone)
+    assert singles.values == [WriteResult.APPLIED]

@@ -103,3 +103,13 @@ def test_track_all_tracks_a_fetched_batch_over_several_partitions() -> None:
     assert book.to_commit() == {TP: 3, other: 11}  # TP waits at 3, still running
     book.mark_done(TP, 3)
     assert book.to_commit() == {TP: 5, other: 11}
+
+
+def test_mark_done_all_counts_what_is_still_ours() -> None:
+    gone = ("orders", 9)
+    book = OffsetBook()
+    book.assign([TP, gone])
+    book.track_all([(TP, 1), (TP, 2), (gone, 5)])
+    book.revoke([gone])
+    assert book.mark_done_all([(TP, 2), (gone, 5), (TP, 1)]) == 2
+    assert book.to_commit() == {TP: 3}
