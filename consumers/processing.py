@@ -244,7 +244,10 @@ class Pipeline:
         for request in requests:
             work, performed = request.context
             if isinstance(request.result, BaseException):
-                self.written(work, performed, request.result)
+                try:  # as the writer guards each `on_done`: one bug must not strand the rest
+                    self.written(work, performed, request.result)
+                except Exception:
+                    self.log.exception("write_callback_failed", **work.log_fields())
             else:
                 applied = request.result is WriteResult.APPLIED
                 done.append((work, "success" if applied else "duplicate"))
