@@ -195,6 +195,7 @@ class Pipeline:
             apply_batch=self.apply_batch if performed is None else None,
             item=event,
             processing_ms=int((time.monotonic() - work.started) * 1000),
+            on_done=partial(self.written, work, performed),
             on_done_all=self.written_all,
             context=(work, performed),
         )

@@ -82,8 +82,7 @@ class WriteRequest:
     origin_offset: int
     event_type: str
     status: Status
-    # Told the result; unless `on_done_all` is given (one of the two must be).
-    on_done: Callable[[WriteResult | BaseException], None] | None = None
+    on_done: Callable[[WriteResult | BaseException], None]
     event_id: str | None = None
     event_key: str | None = None
     attempts: int = 1
@@ -203,7 +202,6 @@ class BatchWriter:
                 together.setdefault(request.on_done_all, []).append(request)
                 continue
             try:
-                assert request.on_done is not None, "a request with no completion"
                 request.on_done(request.result)
             except Exception:  # a callback bug must not kill the writer
                 log.exception("write_callback_failed", origin=request.origin_key)
