@@ -14,6 +14,7 @@ lost (the app's pooled backends live through a run, so that is rare and small).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -36,15 +37,37 @@ def _pids() -> list[int]:
     return [int(p.name) for p in PROC.iterdir() if p.name.isdigit()]
 
 
-def postgres_pids() -> list[int]:
-    """Every process whose command is a PostgreSQL server process."""
+# A backend's title (`postgres: 15/main: qchem qchem_perf 127.0.0.1(5012) idle`) and an
+# autovacuum worker's (`postgres: 15/main: autovacuum worker qchem_perf`) name their database.
+_BACKEND = re.compile(
+    r"postgres: [^:]+: (?:autovacuum worker (\S+)|\S+ (\S+) (?:\[local\]|\S+\(\d+\)))"
+)
+
+
+def database_of(title: str) -> str | None:
+    """The database a PostgreSQL process works for, from its title; None for the server-wide
+    processes (WAL writer, checkpointer, ...)."""
+    match = _BACKEND.match(title)
+    if match is None:
+        return None
+    return match.group(1) or match.group(2)
+
+
+def postgres_pids(database: str | None = None) -> list[int]:
+    """Every PostgreSQL server process; with `database`, without the backends and vacuum
+    workers of the other databases (a shared server: other sessions' tests do not count),
+    but with the server-wide ones (WAL writer, checkpointer...) that everybody's work loads."""
     found = []
     for pid in _pids():
         try:
             comm = (PROC / str(pid) / "comm").read_text().strip()
-        except OSError:
+            title = (PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
             continue
-        if comm.startswith("postgres"):
+        if not comm.startswith("postgres"):
+            continue
+        works_for = database_of(title)
+        if database is None or works_for is None or works_for == database:
             found.append(pid)
     return found
 
@@ -82,6 +105,7 @@ class CpuMeter:
 
     app_pid: int
     bootstrap: str
+    database: str | None = None  # count only this database's backends (postgres_pids)
     used_s: dict[str, float] = field(default_factory=dict)
     _start: dict[str, dict[int, float]] = field(default_factory=dict)
 
@@ -90,7 +114,7 @@ class CpuMeter:
         broker = listening_pid(port)
         return {
             "app": [self.app_pid],
-            "postgresql": postgres_pids(),
+            "postgresql": postgres_pids(self.database),
             "broker": [] if broker is None else [broker],
         }
 

@@ -38,6 +38,7 @@ from bench.backlog import CommitWatcher, wait_committed
 from bench.cpu import CpuMeter
 from bench.throughput import run_raw
 from common.settings import Settings, load_settings
+from common.urls import parse_url
 from devtools.devservers import SmtpSink
 from devtools.ports import free_port
 from retry_topics.naming import topic_names
@@ -100,7 +101,8 @@ def run_app(settings: Settings, n: int, args: argparse.Namespace, engine: Engine
         watcher = CommitWatcher(settings.kafka_bootstrap_servers, names.group, names.main)
         try:
             wait_ready(port, process, 90)
-            with CpuMeter(process.pid, settings.kafka_bootstrap_servers) as meter:
+            database = parse_url(settings.sqlalchemy_url).database
+            with CpuMeter(process.pid, settings.kafka_bootstrap_servers, database) as meter:
                 limits = (args.timeout, args.stall_timeout)
                 t0 = time.perf_counter()
                 committed_s = wait_committed(

@@ -52,13 +52,16 @@ WITH incoming AS (
                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), '')) AS applied
     FROM incoming i LEFT JOIN in_place p USING (chemical_id)
 ), newest AS (
-    SELECT DISTINCT ON (j.chemical_id) j.chemical_id, j.status, j.regulation, j.occurred_at,
-           j.event_id,
-           (SELECT k.cas_number FROM judged k
-            WHERE k.chemical_id = j.chemical_id AND k.applied AND k.cas_number IS NOT NULL
-            ORDER BY k.rank DESC LIMIT 1) AS cas_number
-    FROM judged j WHERE j.applied
-    ORDER BY j.chemical_id, j.rank DESC
+    -- The newest applied event of each chemical, with the newest CAS number among its
+    -- applied events: a window over the applied rows, not a subquery per chemical (that
+    -- scanned the batch once per chemical: 160 us per event of PostgreSQL CPU at 500).
+    SELECT DISTINCT ON (a.chemical_id) a.chemical_id, a.status, a.regulation, a.occurred_at,
+           a.event_id, a.newest_cas AS cas_number
+    FROM (SELECT j.*, first_value(j.cas_number) OVER (
+                     PARTITION BY j.chemical_id
+                     ORDER BY j.cas_number IS NOT NULL DESC, j.rank DESC) AS newest_cas
+          FROM judged j WHERE j.applied) a
+    ORDER BY a.chemical_id, a.rank DESC
 ), upserted AS (
     INSERT INTO chemicals AS c
         (chemical_id, cas_number, status, regulation, status_occurred_at, status_event_id)
