@@ -35,7 +35,7 @@ from consumers.handlers.base import Handler, nothing_outside_the_database, set_b
 from consumers.offsets import OffsetBook
 from consumers.timers import Timers
 from consumers.work import NOT_PERFORMED, Work, now_ms
-from retry_topics.failure import FailurePath, write_identity
+from retry_topics.failure import FailurePath
 from retry_topics.hold import Hold
 from retry_topics.naming import TopicNames
 from retry_topics.policy import FailureKind, RetryPolicy, classify
@@ -188,14 +188,23 @@ class Pipeline:
         return True
 
     def _write(self, work: Work, event: Event, performed: Any) -> None:
+        # Built field by field (no dict of the identity, no closure): this runs per event.
+        origin = work.origin
         request = WriteRequest(
-            **self._identity(work),
+            group=self.group,
+            origin_topic=origin.topic,
+            origin_partition=origin.partition,
+            origin_offset=origin.offset,
+            event_type=self.event_type,
             status=Status.SUCCEEDED,
-            apply=partial(self.handler.apply, event=event, performed=performed),
+            event_id=event.event_id,
+            event_key=event.key,
+            attempts=work.attempt,
+            apply=self.handler.apply,
+            performed=performed,
             apply_batch=self.apply_batch if performed is None else None,
             item=event,
             processing_ms=int((time.monotonic() - work.started) * 1000),
-            on_done=partial(self.written, work, performed),
             on_done_all=self.written_all,
             context=(work, performed),
         )
@@ -275,9 +284,6 @@ class Pipeline:
         self._release_lane(work)
 
     # -- helpers ----------------------------------------------------------------------------
-
-    def _identity(self, work: Work) -> dict[str, Any]:
-        return write_identity(work, self.group, self.event_type)
 
     # -- asked by the listener (poll thread) --------------------------------------------------
 

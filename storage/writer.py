@@ -82,14 +82,18 @@ class WriteRequest:
     origin_offset: int
     event_type: str
     status: Status
-    on_done: Callable[[WriteResult | BaseException], None]
+    # Told the result; unless `on_done_all` is given (one of the two must be).
+    on_done: Callable[[WriteResult | BaseException], None] | None = None
     event_id: str | None = None
     event_key: str | None = None
     attempts: int = 1
     last_error: str | None = None
     processing_ms: int | None = None
-    # The handler's database effect; only for SUCCEEDED, which also writes the dedup row.
-    apply: Callable[[Connection], None] | None = None
+    # The handler's database effect, called as `apply(conn, item, performed)`; only for
+    # SUCCEEDED, which also writes the dedup row. (The handler's own method, shared by every
+    # request: no per-event closure.)
+    apply: Callable[[Connection, Any, Any], None] | None = None
+    performed: Any = None
     # The handler's set-based effect (consumers/handlers/base.py BatchHandler), called once
     # with the `item`s of every fresh request of the transaction that has the same one.
     apply_batch: Callable[[Connection, list[Any]], None] | None = None
@@ -202,6 +206,7 @@ class BatchWriter:
                 together.setdefault(request.on_done_all, []).append(request)
                 continue
             try:
+                assert request.on_done is not None, "a request with no completion"
                 request.on_done(request.result)
             except Exception:  # a callback bug must not kill the writer
                 log.exception("write_callback_failed", origin=request.origin_key)
@@ -286,14 +291,14 @@ class BatchWriter:
                 continue
             if not savepoints:
                 try:
-                    request.apply(conn)
+                    request.apply(conn, request.item, request.performed)
                 except Exception as exc:
                     raise _EffectFailed from exc  # roll back all; retry with savepoints
                 request.result = WriteResult.APPLIED
                 continue
             savepoint = conn.begin_nested()
             try:
-                request.apply(conn)
+                request.apply(conn, request.item, request.performed)
                 savepoint.commit()
                 request.result = WriteResult.APPLIED
             except Exception as exc:

@@ -52,7 +52,7 @@ def request(group: str, offset: int, apply: Any, on_done: Results) -> WriteReque
         event_type="Report",
         status=Status.SUCCEEDED,
         event_id=str(uuid.uuid4()),
-        apply=apply,
+        apply=None if apply is None else (lambda conn, _item, _performed: apply(conn)),
         on_done=on_done,
     )
 
