@@ -19,6 +19,15 @@ from schemas.codec import SCHEMA_SOURCES
 from schemas.events import Event
 
 
+def registry_client(url: str) -> SchemaRegistryClient:
+    """The upstream producers' registry client, with a timeout: confluent-kafka's default is
+    none at all, so a registry that accepts a connection and stalls (a JVM pause on a loaded
+    CI machine) hung a test in `recv` until pytest-timeout killed it at 300 s. With one, a
+    stalled request fails after 10 s and the client's own retries (3, with backoff) ask
+    again."""
+    return SchemaRegistryClient({"url": url, "timeout": 10})
+
+
 def producer_datum(event: Event, **payload_extra: Any) -> dict[str, Any]:
     """The event as a producer's dict: occurred_at a datetime (timestamp-millis)."""
     payload = {f.name: getattr(event.payload, f.name) for f in fields(event.payload)}

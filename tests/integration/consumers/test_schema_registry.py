@@ -35,7 +35,13 @@ from tests.support.kafka import (
     wait_committed_to_end,
     wait_for,
 )
-from tests.support.registry import frame, producer_datum, schema_with, serializer
+from tests.support.registry import (
+    frame,
+    producer_datum,
+    registry_client,
+    schema_with,
+    serializer,
+)
 from tests.support.services import OwnRegistry
 
 pytestmark = pytest.mark.integration
@@ -83,7 +89,7 @@ def registry_settings(handler_settings: Settings, schema_registry: str) -> Setti
 def test_every_event_type_round_trips_through_the_app(
     registry_settings: Settings, db_engine: Engine, schema_registry: str
 ) -> None:
-    client = SchemaRegistryClient({"url": schema_registry})
+    client = registry_client(schema_registry)
     sent: dict[str, set[str]] = {}
     with running_app(registry_settings) as app:
         for event_type in TYPES:
@@ -118,7 +124,7 @@ def test_evolution_a_compatible_v2_is_processed_an_incompatible_one_is_dead_lett
 ) -> None:
     settings = registry_settings.model_copy(update={"event_types": ("ChemicalStatus",)})
     topic = topic_names(settings, "ChemicalStatus").main
-    client = SchemaRegistryClient({"url": schema_registry})
+    client = registry_client(schema_registry)
     v1, added, removed, broken, plain = (sample_events("ChemicalStatus", 3) for _ in range(5))
     good = (
         framed_records(client, topic, v1, schema_with("ChemicalStatus"))
@@ -175,7 +181,7 @@ def test_framed_records_keep_their_bytes_through_retry_and_dlq_and_a_replay_deco
     schema_registry: str,
     chemical_api: ChemicalApiServer,
 ) -> None:
-    client = SchemaRegistryClient({"url": schema_registry})
+    client = registry_client(schema_registry)
     # A retry hop: the chemical API fails the first lookup, the retry tier decodes the framed
     # bytes again and succeeds.
     lookup = registry_settings.model_copy(update={"event_types": ("ChemicalLookup",)})
@@ -260,7 +266,7 @@ def test_registry_outage_holds_events_and_they_flow_when_it_returns(
         }
     )
     topic = topic_names(settings, "ChemicalStatus").main
-    client = SchemaRegistryClient({"url": own_registry.url})
+    client = registry_client(own_registry.url)
     before, during = sample_events("ChemicalStatus", 5), sample_events("ChemicalStatus", 30)
     with running_app(settings) as app:
         send(settings, topic, framed_records(client, topic, before, schema_with("ChemicalStatus")))

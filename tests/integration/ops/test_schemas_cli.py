@@ -8,11 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from schemas.codec import SCHEMA_SOURCES
 from tests.support.app import CLI
-from tests.support.registry import schema_with
+from tests.support.registry import registry_client, schema_with
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ def test_register_then_check_candidates(
     assert registered.returncode == 0, registered.stderr
     rows = json.loads(registered.stdout)
     assert {r["event_type"] for r in rows} == set(SCHEMA_SOURCES)
-    client = SchemaRegistryClient({"url": schema_registry})
+    client = registry_client(schema_registry)
     for row in rows:
         latest = client.get_latest_version(row["subject"])
         assert latest.schema_id == row["id"]
