@@ -117,6 +117,10 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=2525, ge=1, le=65535)
     smtp_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # How long a connection waits for the next email before QUIT (consumers/handlers/
+    # smtp_pool.py). Under the relay's own idle timeout (RFC 5321: >= 5 min; some use 30-60
+    # s), so the relay rarely drops one first; 0 opens a connection per email.
+    smtp_idle_s: float = Field(default=10.0, ge=0, le=300, allow_inf_nan=False)
     smtp_sender: str = "qchem-events@localhost"
     chemical_api_url: str = "http://127.0.0.1:8081"
     chemical_api_timeout_s: float = Field(default=2.0, gt=0, le=120)

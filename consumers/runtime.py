@@ -57,6 +57,7 @@ class Runtime:
         self._threads: list[threading.Thread] = []
         self._writers: list[BatchWriter] = []
         self._dispatchers: list[KeyedDispatcher] = []
+        self._handlers: list[Handler] = []
         self.engine: Engine | None = None
         self.replay_key: bytes | None = None  # signs and verifies replays (storage/secrets.py)
         self.producer: DeliveryProducer | None = None
@@ -148,6 +149,7 @@ class Runtime:
         self.listeners.append(listener)
         self._writers.append(writer)
         self._dispatchers.append(dispatcher)
+        self._handlers.append(handler)
         self._threads.append(thread)
         thread.start()
 
@@ -185,8 +187,9 @@ class Runtime:
 
     def stop(self) -> None:
         """Stop the DLQ monitor and the listeners (each finishes and commits within
-        SHUTDOWN_TIMEOUT_S), then the producer, workers, writers and timers. The engine stays
-        open for whoever assembled the runtime (ops/app.py closes it last)."""
+        SHUTDOWN_TIMEOUT_S), then the producer, workers, handlers (their `close`, when they
+        have one), writers and timers. The engine stays open for whoever assembled the
+        runtime (ops/app.py closes it last)."""
         if self.dlq_monitor is not None:
             self.dlq_monitor.stop()
         for listener in self.listeners:
@@ -197,9 +200,22 @@ class Runtime:
             self.producer.close()
         for dispatcher in self._dispatchers:
             dispatcher.shutdown(wait=False)
+        for handler in self._handlers:
+            self._close_handler(handler)
         for writer in self._writers:
             writer.close()
         self.timers.stop()
+
+    def _close_handler(self, handler: Handler) -> None:
+        """The handler's optional `close` (e.g. the Email handler's pooled connections); a
+        failing one is logged, not allowed to stop the rest of the shutdown."""
+        close = getattr(handler, "close", None)
+        if not callable(close):
+            return
+        try:
+            close()
+        except Exception:
+            log.exception("handler_close_failed", event_type=handler.event_type)
 
     # -- callbacks --------------------------------------------------------------------------
 

@@ -11,6 +11,10 @@ A handler has two halves so that exactly-once database effects do not cost one f
 
 Failures are raised as one of the errors of common/errors.py; anything else is classified by
 retry_topics/policy.py (timeouts and connection resets are transient, the rest permanent).
+
+A handler that holds resources between events (the Email handler's open SMTP connections)
+may also define `close()`: the runtime calls it once on stop, after the workers were told to
+end (a `perform` still running may finish after it, so `close` must leave `perform` safe).
 """
 
 from __future__ import annotations

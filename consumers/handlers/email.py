@@ -11,26 +11,51 @@ Errors are mapped so the runtime reacts to the cause:
 * the relay cannot be reached or talked to (refused, reset, timeout, disconnected, a
   greeting other than 220): `DependencyDownError("smtp", ...)`, which counts against the
   smtp circuit breaker;
-* a 4xx reply (421, 450, 451, 452 ...): `TransientError`, retried through the tiers;
+* a 4xx reply (421, 450, 451, 452 ...): `TransientError`, retried through the tiers (but
+  see below for a 421 before DATA on a reused connection);
 * a 5xx reply (unknown mailbox, message rejected) or a message that cannot be built:
   `PermanentError`, straight to the DLQ.
+
+Connections are reused (smtp_pool.py): a connection that delivered a message waits, up to
+SMTP_IDLE_S, for the next one, so a message costs MAIL, RCPT and DATA rather than a TCP
+connection, a greeting, EHLO and QUIT as well (SMTP_IDLE_S=0: a connection per message, as
+before). A connection is reused only after a successful transaction (no RSET is needed after
+DATA); after any failure it is closed, since the server's state for it is unknown. It keeps
+its EHLO answer, so the SMTPUTF8 check of a non-ASCII sender costs no round trip once made.
+
+A reused connection may have been dropped by the server while it waited (its idle timeout, a
+restart, a NAT table). That shows at the first command, MAIL FROM, as a disconnection, a
+reset or broken pipe, a timeout or a 421 reply. **Before DATA** nothing of the message has
+reached the server, so such a failure on a *reused* connection is not the message's: it is
+sent once more, within the same `perform`, on a fresh connection, whose failures are
+classified as above. **From DATA on** (`Client.data_started`) the server may hold the
+message, and the failure is raised exactly as it would be on a fresh connection: the message
+is never sent again silently. A retry through the tiers then sends the same bytes under the
+same Message-ID, visible as a duplicate at the server (RELIABILITY.md, "The duplicate-email
+window"). Failures on a fresh connection are never repeated here. A dead connection found
+by a timeout costs up to SMTP_TIMEOUT_S before the fresh attempt (a NAT that forgot it).
 """
 
 from __future__ import annotations
 
 import smtplib
+import threading
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, ClassVar, Final
 
+import structlog
 from sqlalchemy.engine import Connection
 
 from common.errors import DependencyDownError, HandlerError, PermanentError, TransientError
 from common.settings import Settings
+from consumers.handlers.smtp_pool import Client, SmtpPool
 from schemas.events import EmailPayload, Event
 from schemas.safe_text import address_problem, subject_problem
+
+log = structlog.get_logger(__name__)
 
 DEPENDENCY = "smtp"
 # The header lines a generated message must have, each exactly once, and nothing else.
@@ -62,7 +87,7 @@ class EmailSent:
 
 
 class EmailHandler:
-    """Sends the event's email. One SMTP connection per call: simple and thread-safe."""
+    """Sends the event's email over pooled SMTP connections (module docstring); thread-safe."""
 
     event_type: ClassVar[str] = "Email"
     dependency: ClassVar[str | None] = DEPENDENCY
@@ -72,6 +97,22 @@ class EmailHandler:
         self._port = settings.smtp_port
         self._timeout_s = settings.smtp_timeout_s
         self._sender = settings.smtp_sender
+        # One idle connection per worker thread at most: `perform` runs on CONCURRENCY workers.
+        self._pool = SmtpPool(self._connect, settings.smtp_idle_s, settings.concurrency)
+        self._replaced = 0
+        self._replaced_lock = threading.Lock()
+
+    def _connect(self) -> Client:
+        return Client(self._host, self._port, timeout=self._timeout_s)
+
+    @property
+    def connections_replaced(self) -> int:
+        """How many reused connections were found dropped before DATA and replaced."""
+        return self._replaced
+
+    def close(self) -> None:
+        """Close the idle connections (QUIT); the runtime calls it when it stops."""
+        self._pool.close()
 
     def build_message(self, event: Event) -> EmailMessage:
         """The message for `event`; identical every time it is built (see module docstring).
@@ -107,32 +148,37 @@ class EmailHandler:
         international = not self._sender.isascii()  # `to` is ASCII (address_problem)
         data = message.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP)
         check_generated(data, event.payload.to)
-        client: smtplib.SMTP | None = None
-        try:
-            client = smtplib.SMTP(self._host, self._port, timeout=self._timeout_s)
-            options: tuple[str, ...] = ()
-            if international:
-                client.ehlo_or_helo_if_needed()
-                if not client.has_extn("smtputf8"):
-                    raise smtplib.SMTPNotSupportedError("the sender needs SMTPUTF8")
-                options = ("SMTPUTF8", "BODY=8BITMIME")
-            # The exact bytes checked above, to the one recipient: send_message would
-            # generate the message again and take recipients from To/Cc/Bcc headers.
-            refused = client.sendmail(self._sender, [event.payload.to], data, options)
-        except (smtplib.SMTPException, OSError) as exc:
-            if client is not None:
-                client.close()
-            raise _classify(exc) from exc
-        # The message is accepted: a failing QUIT must not turn that into a retry (and so
-        # a duplicate), hence close quietly.
-        try:
-            client.quit()
-        except (smtplib.SMTPException, OSError):
-            client.close()
+        refused = self._send(data, event.payload.to, international)
         return EmailSent(
             message_id=str(message["Message-ID"]),
             refused={rcpt: code for rcpt, (code, _) in refused.items()},
         )
+
+    def _send(self, data: bytes, to: str, international: bool) -> dict[str, tuple[int, bytes]]:
+        """One transaction, on a pooled connection; once more on a fresh one only when a
+        reused connection turns out dropped before DATA (module docstring)."""
+        for fresh in (False, True):
+            try:
+                client, reused = self._pool.take(fresh=fresh)
+            except (smtplib.SMTPException, OSError) as exc:
+                raise _classify(exc) from exc
+            try:
+                refused = _transact(client, self._sender, to, data, international)
+            except (smtplib.SMTPException, OSError) as exc:
+                self._pool.discard(client)
+                if reused and dropped_before_data(client, exc):
+                    self._note_replaced(exc)
+                    continue
+                raise _classify(exc) from exc
+            # Accepted: the connection is in a clean state for the next message.
+            self._pool.give(client)
+            return refused
+        raise AssertionError("unreachable: the fresh attempt returns or raises")
+
+    def _note_replaced(self, exc: BaseException) -> None:
+        with self._replaced_lock:
+            self._replaced += 1
+        log.info("smtp_connection_replaced", reason=f"{type(exc).__name__}: {exc}"[:200])
 
     def probe(self) -> None:
         """The relay's health, for the circuit breaker: connect, NOOP, QUIT - no mail sent."""
@@ -147,6 +193,41 @@ class EmailHandler:
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Nothing to write: the runtime's event record and dedup row say it was sent."""
         return None
+
+
+def _transact(
+    client: Client, sender: str, to: str, data: bytes, international: bool
+) -> dict[str, tuple[int, bytes]]:
+    """MAIL, RCPT, DATA for `data` to the one recipient; smtplib's exceptions on failure."""
+    options: tuple[str, ...] = ()
+    if international:
+        client.ehlo_or_helo_if_needed()  # a no-op on a reused connection: EHLO was done
+        if not client.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError("the sender needs SMTPUTF8")
+        options = ("SMTPUTF8", "BODY=8BITMIME")
+    # The exact bytes checked by `check_generated`, to the one recipient: send_message would
+    # generate the message again and take recipients from To/Cc/Bcc headers.
+    return client.sendmail(sender, [to], data, options)
+
+
+def dropped_before_data(client: Client, exc: BaseException) -> bool:
+    """Whether `exc` says the connection was gone before any of the message went out.
+
+    Only before DATA, and only for failures of the connection itself: disconnected, reset,
+    broken pipe, timed out, or 421 ("closing transmission channel", what a server says when
+    it ends an idle session). A reply about the message (550 no such mailbox, 452 ...) is
+    the message's own answer and is classified, not repeated."""
+    if client.data_started:
+        return False
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = {code for code, _ in exc.recipients.values()}
+        return codes == {421}
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    # Every other smtplib exception is an OSError too, and says something else.
+    return not isinstance(exc, smtplib.SMTPException) and isinstance(exc, OSError)
 
 
 def _classify(exc: BaseException) -> HandlerError:
