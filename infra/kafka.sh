@@ -3,9 +3,9 @@
 #   infra/kafka.sh up|down|status|wait
 # Jars, data and logs live under .local/kafka (git-ignored). `up` is idempotent: when the
 # bootstrap address already answers (ours or anybody's broker), nothing is started.
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HOME_DIR="${QCHEM_KAFKA_HOME:-$ROOT/.local/kafka}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+SERVICE=kafka
+HOME_DIR="$KAFKA_HOME_DIR"
 LIBS="$HOME_DIR/libs"
 DATA="$HOME_DIR/data"
 LOGS="$HOME_DIR/logs"
@@ -15,15 +15,8 @@ CONTROLLER_PORT="${QCHEM_KAFKA_CONTROLLER_PORT:-9093}"
 HEAP="${QCHEM_KAFKA_HEAP:-512m}"
 TIMEOUT="${QCHEM_KAFKA_START_TIMEOUT:-90}"
 
-log() { echo "[kafka] $*" >&2; }
-
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-running_pid() {
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid; pid="$(cat "$PIDFILE")"
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
+broker_answers() { port_open "$PORT"; }
 
 fetch_jars() {
   if [[ -f "$LIBS/.complete" ]]; then return; fi
@@ -112,34 +105,13 @@ up() {
   log "ready on 127.0.0.1:$PORT after $(echo "$(date +%s.%N) - $started" | bc -l | xargs printf '%.1f')s"
 }
 
-wait_ready() {
-  local deadline=$((SECONDS + TIMEOUT))
-  until port_open "$PORT"; do
-    if ! running_pid >/dev/null; then
-      log "broker exited during start-up; last lines of $LOGS/stdout.log and server.log:"
-      tail -n 20 "$LOGS/stdout.log" "$LOGS/server.log" >&2 2>/dev/null || true
-      exit 1
-    fi
-    if (( SECONDS > deadline )); then log "not ready after ${TIMEOUT}s"; exit 1; fi
-    sleep 0.3
-  done
-}
-
-down() {
-  local pid
-  if ! pid="$(running_pid)"; then log "not running"; rm -f "$PIDFILE"; return 0; fi
-  kill "$pid"
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$PIDFILE"
-  log "stopped (pid $pid)"
-}
+wait_ready() { wait_until broker_answers 0.3 20 "$LOGS/stdout.log" "$LOGS/server.log"; }
 
 case "${1:-}" in
   up) up ;;
-  down) down ;;
+  down) stop_service ;;
   kill) pid="$(running_pid)" && kill -9 "$pid" && log "killed pid $pid" ;;  # fault tests
-  reset) down; rm -rf "$DATA"; log "data wiped" ;;
+  reset) stop_service; rm -rf "$DATA"; log "data wiped" ;;
   status) if port_open "$PORT"; then echo "up 127.0.0.1:$PORT"; else echo "down"; exit 1; fi ;;
   wait) wait_ready ;;
   fetch-jars) fetch_jars ;;

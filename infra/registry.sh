@@ -7,8 +7,8 @@
 # `up` is idempotent: when the port already answers the ccompat API, nothing is started.
 # Needs Java 21 or newer: QCHEM_REGISTRY_JAVA, else $JAVA_HOME, else `java` on the PATH, else
 # the newest JDK under /usr/lib/jvm (QCHEM_REGISTRY_JVM_DIR) - and fails loudly when none is 21+.
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+SERVICE=registry
 VERSION="${QCHEM_REGISTRY_VERSION:-3.3.3}"
 HOME_DIR="${QCHEM_REGISTRY_HOME:-$ROOT/.local/registry}"
 APP="$HOME_DIR/app-$VERSION"
@@ -22,15 +22,7 @@ TIMEOUT="${QCHEM_REGISTRY_START_TIMEOUT:-120}"
 MGMT_PORT="${QCHEM_REGISTRY_MANAGEMENT_PORT:-0}"
 READY_URL="http://127.0.0.1:$PORT/apis/ccompat/v7/subjects"
 
-log() { echo "[registry] $*" >&2; }
-
 ready() { curl -fsS -o /dev/null --max-time 2 "$READY_URL" 2>/dev/null; }
-
-running_pid() {
-  [[ -f "$PIDFILE" ]] || return 1
-  local pid; pid="$(cat "$PIDFILE")"
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
-}
 
 java_major() {  # the major version of the java binary $1, or 0
   "$1" -version 2>&1 | awk -F'"' '/version/ {split($2, v, "."); print (v[1] == "1" ? v[2] : v[1]); exit}' \
@@ -97,33 +89,12 @@ up() {
   log "ready at http://127.0.0.1:$PORT/apis/ccompat/v7 after $((SECONDS - started))s"
 }
 
-wait_ready() {
-  local deadline=$((SECONDS + TIMEOUT))
-  until ready; do
-    if ! running_pid >/dev/null; then
-      log "registry exited during start-up; last lines of $RUN/stdout.log:"
-      tail -n 30 "$RUN/stdout.log" >&2 2>/dev/null || true
-      exit 1
-    fi
-    if (( SECONDS > deadline )); then log "not ready after ${TIMEOUT}s ($RUN/stdout.log)"; exit 1; fi
-    sleep 0.5
-  done
-}
-
-down() {
-  local pid
-  if ! pid="$(running_pid)"; then log "not running on port $PORT"; rm -f "$PIDFILE"; return 0; fi
-  kill "$pid"
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$PIDFILE"
-  log "stopped (pid $pid, port $PORT)"
-}
+wait_ready() { wait_until ready 0.5 30 "$RUN/stdout.log"; }
 
 case "${1:-}" in
   up) up ;;
-  down) down ;;
-  reset) down; rm -rf "$RUN/data"; log "schemas wiped (port $PORT)" ;;
+  down) stop_service "port $PORT" ;;
+  reset) stop_service "port $PORT"; rm -rf "$RUN/data"; log "schemas wiped (port $PORT)" ;;
   status) if ready; then echo "up http://127.0.0.1:$PORT/apis/ccompat/v7"; else echo "down"; exit 1; fi ;;
   wait) wait_ready ;;
   fetch) find_java >/dev/null; fetch ;;
