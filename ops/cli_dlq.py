@@ -8,14 +8,30 @@ line on stderr.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-from ops.dlq import DlqProblem, DlqUsageError, Filters, dlq_topic, parse_ref, read_one, resolve_type
+from ops.cli_dlq_options import (
+    NO_FILTERS,
+    DryRunFlag,
+    FilterOptions,
+    IncludeReplayedFlag,
+    JsonFlag,
+    MaxReplaysOpt,
+    RateOpt,
+    TargetOpt,
+    TypeOpt,
+    TypeReq,
+    YesFlag,
+    confirm,
+    engine_of,
+    errors,
+    need_confirmation,
+    progress,
+    with_filters,
+)
+from ops.dlq import MAX_AGE_DAYS, DlqUsageError, dlq_topic, parse_ref, read_one, resolve_type
 from ops.dlq_render import (
     record_to_json,
     render_list,
@@ -24,137 +40,10 @@ from ops.dlq_render import (
     render_summary,
 )
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
-    from common.settings import Settings
-
 dlq_app = typer.Typer(
     help="Inspect, replay and purge the dead-letter topics (the DLQ runbook).",
     no_args_is_help=True,
 )
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-TypeOpt = Annotated[
-    str | None, typer.Option("--type", "-t", help="Event type: Email, ChemicalStatus, ...")
-]
-TypeReq = Annotated[
-    str, typer.Option("--type", "-t", help="Event type: Email, ChemicalStatus, ...")
-]
-ErrorClassOpt = Annotated[
-    str | None,
-    typer.Option("--error-class", help="Only records whose qchem-error-class is this (any case)."),
-]
-SinceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--since", metavar="ISO", help="Only records dead-lettered at or after (UTC if no zone)."
-    ),
-]
-UntilOpt = Annotated[
-    str | None, typer.Option("--until", metavar="ISO", help="Only records dead-lettered before.")
-]
-PartitionOpt = Annotated[
-    int | None, typer.Option("--partition", min=0, help="Only this DLQ partition.")
-]
-EventIdOpt = Annotated[
-    list[str] | None,
-    typer.Option("--event-id", metavar="ID", help="Only this event id (repeatable)."),
-]
-LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="At most N records.")]
-MAX_AGE_DAYS = 10_000  # ~27 years: further back than any record; more overflowed the cutoff
-RateOpt = Annotated[str, typer.Option("--rate", metavar="N/s", help="Records per second.")]
-IncludeReplayedFlag = Annotated[
-    bool, typer.Option("--include-replayed", help="Send records replayed before again too.")
-]
-MaxReplaysOpt = Annotated[
-    int,
-    typer.Option(
-        "--max-replays",
-        min=1,
-        max=1000,
-        help="Never send a record replayed this often (its earlier replays included).",
-    ),
-]
-TargetOpt = Annotated[
-    str,
-    typer.Option(
-        "--target",
-        help="main (default) or retry: the type's first retry tier, read only "
-        "by this application's group.",
-    ),
-]
-YesFlag = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-DryRunFlag = Annotated[
-    bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")
-]
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    from ops.cli_common import fail
-
-    try:
-        yield
-    except DlqUsageError as exc:
-        fail(str(exc), 2)
-    except DlqProblem as exc:
-        fail(str(exc), 1)
-
-
-@contextmanager
-def _engine(settings: Settings) -> Iterator[Engine]:
-    from storage.db import make_engine
-
-    engine = make_engine(settings, pool_size=2)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-def _filters(
-    error_class: str | None,
-    since: str | None,
-    until: str | None,
-    partition: int | None,
-    event_ids: list[str] | None,
-    limit: int | None,
-) -> Filters:
-    from ops.dlq_service import make_filters
-
-    return make_filters(error_class, since, until, partition, event_ids, limit)
-
-
-def _need_confirmation(yes: bool, dry_run: bool, what: str) -> None:
-    if not yes and not dry_run and not sys.stdin.isatty():
-        raise DlqUsageError(f"{what} needs confirmation but stdin is not a terminal; pass --yes")
-
-
-def _confirm(question: str) -> None:
-    from ops.cli_common import fail
-
-    if not typer.confirm(question, default=False, err=True):
-        fail("cancelled: nothing changed", 1)
-
-
-@contextmanager
-def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr when it is a terminal (rich if installed, else typer's)."""
-    if total == 0 or not sys.stderr.isatty():
-        yield lambda _n: None
-        return
-    try:
-        from rich.console import Console
-        from rich.progress import Progress
-    except ImportError:  # pragma: no cover - typer installs rich
-        with typer.progressbar(length=total, label=label, file=sys.stderr) as bar:
-            yield bar.update
-        return
-    with Progress(console=Console(stderr=True)) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.advance(task, n)
-
 
 # -- summary, list, show -----------------------------------------------------------------------
 
@@ -171,24 +60,20 @@ def summary(event_type: TypeOpt = None, as_json: JsonFlag = False) -> None:
     from ops import dlq_service
     from ops.cli_common import emit, settings
 
-    with _errors():
+    with errors():
         s = settings()
         types = dlq_service.types_of(s, event_type)
-        with _engine(s) as engine:
+        with engine_of(s) as engine:
             dlq_service.sync(s, engine, types)  # records that reached the topic otherwise
             data = dlq_service.summary(s, engine, types)
     emit(data, as_json, render_summary(data["event_types"], data["total"]))
 
 
 @dlq_app.command("list")
+@with_filters
 def list_records(
     event_type: TypeOpt = None,
-    error_class: ErrorClassOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    partition: PartitionOpt = None,
-    event_id: EventIdOpt = None,
-    limit: LimitOpt = None,
+    filters: FilterOptions = NO_FILTERS,
     force_base64: Annotated[
         bool, typer.Option("--base64", help="Encode every key, value and header in base64.")
     ] = False,
@@ -208,18 +93,18 @@ def list_records(
     from ops.dlq_query import Query, iter_entries
     from ops.dlq_replay import replayed_positions
 
-    with _errors():
+    with errors():
         s = settings()
-        filters = _filters(error_class, since, until, partition, event_id, limit)
+        chosen_filters = filters.filters()
         types = dlq_service.types_of(s, event_type)
-        dlq_service.check_partition(s, types, filters)
+        dlq_service.check_partition(s, types, chosen_filters)
         chosen = []
-        with _engine(s) as engine:
+        with engine_of(s) as engine:
             dlq_service.sync(s, engine, types)
             marks = {t: replayed_positions(engine, dlq_topic(s, t)) for t in types}
             # The index selects; Kafka gives the bytes, a page at a time.
             page: list[dict[str, Any]] = []
-            for row in iter_entries(s, engine, Query(tuple(types), filters)):
+            for row in iter_entries(s, engine, Query(tuple(types), chosen_filters)):
                 page.append(row)
                 if len(page) >= 500:
                     chosen += with_bytes(s, page, marks)
@@ -246,7 +131,7 @@ def show(
     from ops.cli_common import emit, settings
     from ops.dlq_replay import replayed_positions
 
-    with _errors():
+    with errors():
         if ref is not None and (event_type, partition, offset) == (None, None, None):
             t, p, o = parse_ref(ref)
         elif ref is None and None not in (event_type, partition, offset):
@@ -255,7 +140,7 @@ def show(
             raise DlqUsageError("give TYPE:PARTITION:OFFSET or --type, --partition and --offset")
         s = settings()
         record = read_one(s, t, p, o)
-        with _engine(s) as engine:
+        with engine_of(s) as engine:
             mark = replayed_positions(engine, dlq_topic(s, t)).get(record.position)
     data = {**record_to_json(record, replayed=mark), "error_stack": record.error_stack}
     emit(data, as_json, render_record(record, mark))
@@ -265,14 +150,10 @@ def show(
 
 
 @dlq_app.command()
+@with_filters
 def replay(
     event_type: TypeReq,
-    error_class: ErrorClassOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    partition: PartitionOpt = None,
-    event_id: EventIdOpt = None,
-    limit: LimitOpt = None,
+    filters: FilterOptions = NO_FILTERS,
     rate: RateOpt = "100/s",
     dry_run: DryRunFlag = False,
     yes: YesFlag = False,
@@ -296,15 +177,10 @@ def replay(
     from ops.cli_common import emit, settings, start_tracing
 
     start_tracing()  # the replay hops continue each dead letter's trace
-    with _errors():
+    with errors():
         body = {
             "type": event_type,
-            "error_class": error_class,
-            "since": since,
-            "until": until,
-            "partition": partition,
-            "event_id": event_id or None,
-            "limit": limit,
+            **filters.as_body(),
             "rate": rate,
             "dry_run": dry_run,
             "include_replayed": include_replayed,
@@ -312,7 +188,7 @@ def replay(
             "target": target,
         }
         request = dlq_service.replay_request(s := settings(), body)
-        _need_confirmation(yes, dry_run, "replay")
+        need_confirmation(yes, dry_run, "replay")
         data = _replay(s, request, yes=yes, dry_run=dry_run)
     emit(data, as_json, render_replay(data))
     if data["failed"]:
@@ -324,15 +200,15 @@ def _replay(s: Any, request: Any, *, yes: bool, dry_run: bool) -> dict[str, Any]
     from ops import dlq_service
     from ops.dlq_replay import who
 
-    with _engine(s) as engine:
+    with engine_of(s) as engine:
         dlq_service.sync(s, engine, [request.event_type])
 
-        def confirm(chosen: Any) -> None:
+        def ask(chosen: Any) -> None:
             if not yes:
                 n, t = len(chosen.to_send), chosen.event_type
-                _confirm(f"Replay {n} {t} record(s) to {chosen.target}?")
+                confirm(f"Replay {n} {t} record(s) to {chosen.target}?")
 
-        with _progress(0 if dry_run else 1, "replaying") as advance:
+        with progress(0 if dry_run else 1, "replaying") as advance:
             data: dict[str, Any] = dlq_service.replay(
                 s,
                 engine,
@@ -340,12 +216,13 @@ def _replay(s: Any, request: Any, *, yes: bool, dry_run: bool) -> dict[str, Any]
                 actor=who(),
                 background=False,
                 on_progress=advance,
-                confirm=confirm,
+                confirm=ask,
             )
     return data
 
 
 @dlq_app.command()
+@with_filters
 def purge(
     event_type: TypeReq,
     older_than_days: Annotated[
@@ -357,12 +234,7 @@ def purge(
             help="Cutoff age; without filters the default is DLQ_RETENTION_DAYS (30).",
         ),
     ] = None,
-    error_class: ErrorClassOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    partition: PartitionOpt = None,
-    event_id: EventIdOpt = None,
-    limit: LimitOpt = None,
+    filters: FilterOptions = NO_FILTERS,
     dry_run: DryRunFlag = False,
     yes: YesFlag = False,
     as_json: JsonFlag = False,
@@ -382,21 +254,21 @@ def purge(
     from ops.cli_common import emit, settings
     from ops.dlq_replay import who
 
-    with _errors():
+    with errors():
         etype = resolve_type(event_type)
-        filters = _filters(error_class, since, until, partition, event_id, limit)
-        _need_confirmation(yes, dry_run, "purge")
+        chosen = filters.filters()
+        need_confirmation(yes, dry_run, "purge")
         s = settings()
-        with _engine(s) as engine:
+        with engine_of(s) as engine:
             data = dlq_service.purge(
                 s,
                 engine,
                 etype,
-                filters,
+                chosen,
                 older_than_days=older_than_days,
                 dry_run=dry_run,
                 actor=who(),
-                confirm=None if yes else _confirm,
+                confirm=None if yes else confirm,
             )
     text = data.pop("text")
     emit(data, as_json, text)

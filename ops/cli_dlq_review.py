@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 
-from ops.cli_dlq import JsonFlag, TypeOpt, YesFlag, _confirm, _engine, _errors, dlq_app
+from ops.cli_dlq import dlq_app
+from ops.cli_dlq_options import (
+    JsonFlag,
+    TypeOpt,
+    YesFlag,
+    confirm,
+    engine_of,
+    errors,
+    need_confirmation,
+)
 from ops.dlq_render import render_history
 from schemas.safe_text import escape_controls
 
@@ -47,14 +56,14 @@ def review_list(
     from ops.dlq import DlqUsageError
     from ops.dlq_query import Query
 
-    with _errors():
+    with errors():
         if state not in STATES:
             raise DlqUsageError(f"--state: expected one of {', '.join(STATES)}, got {state!r}")
         s = settings()
         types = tuple(t for t in dlq_service.types_of(s, event_type) if t in s.critical_types)
         if not types:
             raise DlqUsageError("no business-critical type selected (CRITICAL_TYPES)")
-        with _engine(s) as engine:
+        with engine_of(s) as engine:
             dlq_service.sync(s, engine, types)
             data = dlq_service.records(s, engine, Query(types, status=state), limit)
     lines = [
@@ -79,15 +88,14 @@ def approve(
     """
     from ops import dlq_service
     from ops.cli_common import emit, fail, settings
-    from ops.cli_dlq import _need_confirmation
     from ops.dlq_replay import who
 
-    with _errors():
+    with errors():
         s = settings()
-        _need_confirmation(yes, False, "approve")
+        need_confirmation(yes, False, "approve")
         if not yes:
-            _confirm(f"Approve and replay {ref}?")
-        with _engine(s) as engine:
+            confirm(f"Approve and replay {ref}?")
+        with engine_of(s) as engine:
             dlq_service.sync(s, engine, [dlq_service.parse_ref(ref)[0]])
             try:
                 data = dlq_service.approve(
@@ -110,9 +118,9 @@ def reject(ref: RefArg, reason: ReasonOpt = None, as_json: JsonFlag = False) -> 
     from ops.cli_common import emit, settings
     from ops.dlq_replay import who
 
-    with _errors():
+    with errors():
         s = settings()
-        with _engine(s) as engine:
+        with engine_of(s) as engine:
             dlq_service.sync(s, engine, [dlq_service.parse_ref(ref)[0]])
             data = dlq_service.reject(s, engine, ref, actor=who(), reason=reason)
     emit(data, as_json, escape_controls(f"{data['ref']}: rejected ({data['reason']})"))
@@ -137,11 +145,11 @@ def history(
     from ops import dlq_service
     from ops.cli_common import emit, settings
 
-    with _errors():
+    with errors():
         if ref is not None:
             dlq_service.parse_ref(ref)
         s = settings()
-        with _engine(s) as engine:
+        with engine_of(s) as engine:
             rows = (
                 dlq_service.jobs(engine, limit) if jobs else dlq_service.history(engine, ref, limit)
             )

@@ -29,6 +29,7 @@ from retry_topics.dlq_record import MAX_TIME_MS, DlqRecord, make_record
 from retry_topics.naming import kebab, topic_names
 from schemas.validation import datetime_to_millis
 
+MAX_AGE_DAYS = 10_000  # ~27 years: further back than any record; more overflowed the cutoff
 READ_STALL_S = 30.0  # no progress for this long while reading a DLQ: give up
 rdkafka_log = logging.getLogger("librdkafka.dlq")
 rdkafka_log.setLevel(logging.CRITICAL)

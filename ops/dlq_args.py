@@ -11,11 +11,18 @@ from typing import Any
 
 from common.settings import Settings
 from ops import dlq_jobs, dlq_query
-from ops.dlq import DlqUsageError, Filters, dlq_topic, parse_time, partition_count, resolve_type
+from ops.dlq import (
+    MAX_AGE_DAYS,
+    DlqUsageError,
+    Filters,
+    dlq_topic,
+    parse_time,
+    partition_count,
+    resolve_type,
+)
 from ops.dlq_replay import parse_rate
 
 PAGE_DEFAULT = 100
-MAX_AGE_DAYS = 10_000
 QUERY_KEYS = {
     "type",
     "error_class",
