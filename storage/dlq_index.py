@@ -35,10 +35,13 @@ from sqlalchemy.engine import Connection
 from storage.metadata import metadata
 from storage.pg_text import pg_text
 
+# A DLQ record's position: the key of every table that says something about one record (here
+# and in storage/dlq_tables.py).
 POSITION = ("dlq_topic", "dlq_partition", "dlq_offset")
 
 
-def _position() -> list[Column[object]]:
+def position_columns() -> list[Column[object]]:
+    """New columns each call: a Column belongs to one table."""
     return [
         Column("dlq_topic", String(250), nullable=False),
         Column("dlq_partition", Integer, nullable=False),
@@ -49,7 +52,7 @@ def _position() -> list[Column[object]]:
 dlq_entries = Table(
     "dlq_entries",
     metadata,
-    *_position(),
+    *position_columns(),
     Column("event_type", String(50), nullable=False),
     Column("dead_lettered_at", DateTime(timezone=True), nullable=False),
     Column("event_id", String(100)),
@@ -88,7 +91,7 @@ Index(
 dlq_reviews = Table(
     "dlq_reviews",
     metadata,
-    *_position(),
+    *position_columns(),
     Column("event_type", String(50), nullable=False),
     Column("state", String(20), nullable=False),  # approved | rejected | replayed
     Column("actor", String(200), nullable=False),

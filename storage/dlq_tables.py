@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -37,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 
+from storage.dlq_index import POSITION, position_columns
 from storage.metadata import metadata
 
 dlq_replays = Table(
@@ -61,25 +61,21 @@ dlq_replays = Table(
 dlq_replayed_records = Table(
     "dlq_replayed_records",
     metadata,
-    Column("dlq_topic", String(250), nullable=False),
-    Column("dlq_partition", Integer, nullable=False),
-    Column("dlq_offset", BigInteger, nullable=False),
+    *position_columns(),
     Column("replay_id", Uuid, ForeignKey("dlq_replays.id"), nullable=False),
     Column("replayed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # How often this position was sent (migration 0005): the per-record replay cap.
     Column("times", Integer, nullable=False, server_default="1"),
-    PrimaryKeyConstraint("dlq_topic", "dlq_partition", "dlq_offset"),
+    PrimaryKeyConstraint(*POSITION),
 )
 
 dlq_purged_records = Table(
     "dlq_purged_records",
     metadata,
-    Column("dlq_topic", String(250), nullable=False),
-    Column("dlq_partition", Integer, nullable=False),
-    Column("dlq_offset", BigInteger, nullable=False),
+    *position_columns(),
     Column("who", String(200), nullable=False),
     Column("purged_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("dlq_topic", "dlq_partition", "dlq_offset"),
+    PrimaryKeyConstraint(*POSITION),
 )
 
 
@@ -108,7 +104,7 @@ def record_redrive(
         if positions:
             stmt = pg_insert(dlq_replayed_records)
             stmt = stmt.on_conflict_do_update(
-                index_elements=["dlq_topic", "dlq_partition", "dlq_offset"],
+                index_elements=list(POSITION),
                 set_={
                     "replay_id": stmt.excluded.replay_id,
                     "replayed_at": now,
