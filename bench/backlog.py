@@ -99,6 +99,21 @@ class AppRun:
     statuses: dict[str, int] = field(default_factory=dict)
     write_batch_mean: float | None = None  # events per database transaction
 
+    def as_round(self, round_no: int, n: int, produce_seconds: float = 0.0) -> c.RoundResult:
+        """This run over a backlog of `n` events as a round of a benchmark's report."""
+        return c.RoundResult(
+            round=round_no,
+            events=n,
+            processed=self.succeeded,
+            seconds=self.seconds,
+            rate=n / self.seconds,
+            produce_seconds=produce_seconds,
+            committed_seconds=self.committed_seconds,
+            committed_rate=n / self.committed_seconds,
+            statuses=self.statuses,
+            write_batch_mean=self.write_batch_mean,
+        )
+
 
 def warn_if_short(group: str, statuses: dict[str, int], n: int) -> None:
     """Another process emptying the tables (a test's fixture) leaves fewer event records than

@@ -13,13 +13,13 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import confluent_kafka
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
@@ -207,6 +207,47 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for p in range(PARTITIONS)
         }
+    finally:
+        consumer.close()
+
+
+def consume_timed(
+    bootstrap: str,
+    topic: str,
+    extra: dict[str, Any],
+    n: int,
+    timeout: float,
+    label: str,
+    fetch: Callable[[Consumer], list[Message]],
+    handle: Callable[[Consumer, Message], None],
+) -> int:
+    """Subscribe, `fetch` until `n` records are handled, and return the nanoseconds from the
+    assignment to the last one: the loop the hand-written baselines share (bench/throughput.py
+    raw, bench/scaling.py one-at-a-time). Non-fatal errors are skipped; `label` names the loop
+    in the TimeoutError after `timeout` seconds."""
+    assigned: list[int] = []
+
+    def on_assign(_consumer: Consumer, _partitions: list[Any]) -> None:
+        if not assigned:
+            assigned.append(time.perf_counter_ns())
+
+    consumer = Consumer(kafka_config(bootstrap, {"auto.offset.reset": "earliest", **extra}))
+    consumer.subscribe([topic], on_assign=on_assign)
+    count = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while count < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{label} read {count}/{n} records in {timeout}s")
+            for message in fetch(consumer):
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        raise KafkaException(error)
+                    continue
+                handle(consumer, message)
+                count += 1
+        return time.perf_counter_ns() - assigned[0]
     finally:
         consumer.close()
 

@@ -28,13 +28,12 @@ import time
 from dataclasses import asdict
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, Message
 from sqlalchemy.engine import Engine
 
 from bench import common as c
 from bench import driver
 from bench.backlog import run_app_backlog
-from devtools.kafka import kafka_config
 from schemas.codec import decode
 from schemas.events import Event
 
@@ -74,36 +73,19 @@ def run_one_at_a_time(
 ) -> float:
     """poll one, decode, sleep, commit it synchronously; seconds from assignment to the last
     commit."""
-    assigned: list[float] = []
 
-    def on_assign(_consumer: Consumer, _partitions: list[Any]) -> None:
-        if not assigned:
-            assigned.append(time.perf_counter())
+    def handle(consumer: Consumer, message: Message) -> None:
+        decode(message.value(), cast(Any, message.headers()), c.EVENT_TYPE)
+        time.sleep(sleep_s)
+        consumer.commit(message=message, asynchronous=False)
 
-    extra = {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    consumer = Consumer(kafka_config(bootstrap, extra))
-    consumer.subscribe([topic], on_assign=on_assign)
-    count = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while count < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"one-at-a-time read {count}/{n} records in {timeout}s")
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise KafkaException(error)
-                continue
-            decode(message.value(), cast(Any, message.headers()), c.EVENT_TYPE)
-            time.sleep(sleep_s)
-            consumer.commit(message=message, asynchronous=False)
-            count += 1
-        return time.perf_counter() - assigned[0]
-    finally:
-        consumer.close()
+    def fetch(consumer: Consumer) -> list[Message]:
+        message = consumer.poll(1.0)
+        return [] if message is None else [message]
+
+    extra = {"group.id": group, "enable.auto.commit": False}
+    ns = c.consume_timed(bootstrap, topic, extra, n, timeout, "one-at-a-time", fetch, handle)
+    return ns / 1e9
 
 
 def run_round(
@@ -127,16 +109,7 @@ def run_round(
             n,
             (args.timeout, args.stall_timeout),
         )
-        return c.RoundResult(
-            round=round_no,
-            events=n,
-            processed=run.succeeded,
-            seconds=run.seconds,
-            rate=n / run.seconds,
-            produce_seconds=produce_s,
-            committed_seconds=run.committed_seconds,
-            statuses=run.statuses,
-        )
+        return run.as_round(round_no, n, produce_seconds=produce_s)
 
 
 # -- report ----------------------------------------------------------------------------------

@@ -24,20 +24,18 @@ import argparse
 import json
 import re
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaException
+from confluent_kafka import Consumer, Message
 from sqlalchemy.engine import Engine
 
 from bench import common as c
 from bench import driver
 from bench import faststream_job as fs
-from bench.backlog import AppRun, Stalled, run_app_backlog
+from bench.backlog import Stalled, run_app_backlog
 from consumers.handlers.base import nothing_outside_the_database
-from devtools.kafka import kafka_config
 from schemas.codec import decode
 
 # The per-message FastStream variant runs at ~140 events/s: 200,000 events would take ~25 min a
@@ -66,50 +64,18 @@ class NoopHandler(c.ReportHandler):
 
 def run_raw(bootstrap: str, topic: str, group: str, n: int, validate: bool, timeout: float) -> int:
     """Consume `n` records (timed from the assignment); returns nanoseconds taken."""
-    assigned: list[int] = []
 
-    def on_assign(_consumer: Consumer, _partitions: list[Any]) -> None:
-        if not assigned:
-            assigned.append(time.perf_counter_ns())
+    def handle(_consumer: Consumer, message: Message) -> None:
+        if validate:
+            decode(message.value(), cast(Any, message.headers()), c.EVENT_TYPE)
+        else:
+            json.loads(message.value())  # type: ignore[arg-type]
 
-    consumer = Consumer(
-        kafka_config(bootstrap, {"group.id": group, "auto.offset.reset": "earliest"})
-    )
-    consumer.subscribe([topic], on_assign=on_assign)
-    count = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while count < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"raw loop read {count}/{n} records in {timeout}s")
-            for message in consumer.consume(500, timeout=1.0):
-                error = message.error()
-                if error is not None:
-                    if error.fatal():
-                        raise KafkaException(error)
-                    continue
-                if validate:
-                    decode(message.value(), cast(Any, message.headers()), c.EVENT_TYPE)
-                else:
-                    json.loads(message.value())  # type: ignore[arg-type]
-                count += 1
-        return time.perf_counter_ns() - assigned[0]
-    finally:
-        consumer.close()
+    def fetch(consumer: Consumer) -> list[Message]:
+        return consumer.consume(500, timeout=1.0)
 
-
-def round_result(round_no: int, n: int, run: AppRun) -> c.RoundResult:
-    """An app's or FastStream's run over the backlog (bench/backlog.py) as a round."""
-    return c.RoundResult(
-        round=round_no,
-        events=n,
-        processed=run.succeeded,
-        seconds=run.seconds,
-        rate=n / run.seconds,
-        committed_seconds=run.committed_seconds,
-        committed_rate=n / run.committed_seconds,
-        statuses=run.statuses,
-        write_batch_mean=run.write_batch_mean,
+    return c.consume_timed(
+        bootstrap, topic, {"group.id": group}, n, timeout, "raw loop", fetch, handle
     )
 
 
@@ -140,7 +106,7 @@ def run_round(
                 app_settings = settings.model_copy(update={"concurrency": concurrency})
                 profile = args.profile / variant if args.profile and round_no == 1 else None
                 run = run_app_backlog(app_settings, engine, NoopHandler(), n, limits, profile)
-            result = round_result(round_no, n, run)
+            result = run.as_round(round_no, n)
         result.produce_seconds = produce_s
         return result
 
