@@ -258,6 +258,12 @@ def _resolve(framed_bytes: bytes, writer: Any, reader: Any, what: str) -> Any:
 # --- Encoding ------------------------------------------------------------------------------
 
 
+def avro_datum(event: Event) -> dict[str, Any]:
+    """The event as the dict an Avro serializer takes (occurred_at a datetime): what an
+    upstream producer hands its serializer (tests/support/registry.py produces that way)."""
+    return _datum(event)[1]
+
+
 def _datum(event: Event) -> tuple[CompiledType, dict[str, Any]]:
     """The event's compiled schema, and the event as an Avro-shaped dict, occurred_at still a
     datetime."""

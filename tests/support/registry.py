@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import fields
 from typing import Any
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from schemas.codec import SCHEMA_SOURCES
+from schemas.codec import SCHEMA_SOURCES, avro_datum
 from schemas.events import Event
 
 
@@ -29,20 +28,10 @@ def registry_client(url: str) -> SchemaRegistryClient:
 
 
 def producer_datum(event: Event, **payload_extra: Any) -> dict[str, Any]:
-    """The event as a producer's dict: occurred_at a datetime (timestamp-millis)."""
-    payload = {f.name: getattr(event.payload, f.name) for f in fields(event.payload)}
-    if "parameters" in payload:
-        payload["parameters"] = dict(payload["parameters"])
-    payload.update(payload_extra)
-    return {
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "occurred_at": event.occurred_at,
-        "producer": event.producer,
-        "schema_version": event.schema_version,
-        "key": event.key,
-        "payload": payload,
-    }
+    """The event as a producer's dict (occurred_at a datetime), with payload fields added."""
+    datum = avro_datum(event)
+    datum["payload"].update(payload_extra)
+    return datum
 
 
 def schema_with(event_type: str, *, add: list[dict[str, Any]] = (), drop: tuple[str, ...] = (),
