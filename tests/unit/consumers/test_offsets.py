@@ -5,12 +5,21 @@ from __future__ import annotations
 import random
 import threading
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from consumers.offsets import OffsetBook, PartitionOffsets
 
 TP = ("orders", 0)
+
+
+@pytest.fixture
+def book() -> OffsetBook:
+    """A book with TP assigned and nothing tracked yet."""
+    book = OffsetBook()
+    book.assign([TP])
+    return book
 
 
 def test_watermark_waits_for_the_lowest_unfinished_offset() -> None:
@@ -26,15 +35,11 @@ def test_watermark_waits_for_the_lowest_unfinished_offset() -> None:
     assert p.watermark() == 14  # all done: the next offset to read
 
 
-def test_nothing_tracked_means_nothing_to_commit() -> None:
-    book = OffsetBook()
-    book.assign([TP])
+def test_nothing_tracked_means_nothing_to_commit(book: OffsetBook) -> None:
     assert book.to_commit() == {}
 
 
-def test_to_commit_reports_only_moved_watermarks() -> None:
-    book = OffsetBook()
-    book.assign([TP])
+def test_to_commit_reports_only_moved_watermarks(book: OffsetBook) -> None:
     book.track(TP, 5)
     book.mark_done(TP, 5)
     assert book.to_commit() == {TP: 6}
@@ -42,18 +47,14 @@ def test_to_commit_reports_only_moved_watermarks() -> None:
     assert book.to_commit() == {}
 
 
-def test_completion_for_a_revoked_partition_is_ignored() -> None:
-    book = OffsetBook()
-    book.assign([TP])
+def test_completion_for_a_revoked_partition_is_ignored(book: OffsetBook) -> None:
     book.track(TP, 1)
     book.revoke([TP])
     assert book.mark_done(TP, 1) is False
     assert book.to_commit() == {}
 
 
-def test_late_completion_of_an_old_copy_after_reassignment_is_harmless() -> None:
-    book = OffsetBook()
-    book.assign([TP])
+def test_late_completion_of_an_old_copy_after_reassignment_is_harmless(book: OffsetBook) -> None:
     book.track(TP, 7)
     book.revoke([TP])
     book.assign([TP])
@@ -63,9 +64,7 @@ def test_late_completion_of_an_old_copy_after_reassignment_is_harmless() -> None
     assert book.to_commit() == {TP: 8}
 
 
-def test_wait_idle_returns_when_the_partition_drains() -> None:
-    book = OffsetBook()
-    book.assign([TP])
+def test_wait_idle_returns_when_the_partition_drains(book: OffsetBook) -> None:
     book.track(TP, 1)
     threading.Timer(0.05, book.mark_done, args=(TP, 1)).start()
     assert book.wait_idle([TP], timeout=2) is True

@@ -11,7 +11,7 @@ import pytest
 
 from common import event_types
 from common.event_types import EventType
-from common.settings import ConfigError, load_settings
+from common.settings import load_settings
 from consumers.handlers import HANDLER_TYPES, build_handler, register_handler
 from consumers.handlers.report import ReportHandler
 from schemas import codec
@@ -19,6 +19,7 @@ from schemas.codec import AVRO, InvalidEvent, decode, encode_avro, encode_json, 
 from schemas.rules import one_line_rule
 from schemas.samples import sample_events
 from tests.support import toy
+from tests.support.config import config_error
 
 
 @pytest.fixture
@@ -70,10 +71,8 @@ def test_the_settings_accept_it_and_take_its_defaults(tally: EventType) -> None:
 
 
 def test_the_settings_refuse_it_once_unregistered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("EVENT_TYPES", "Tally")
-    with pytest.raises(ConfigError) as error:
-        load_settings(_env_file=None)
-    assert str(error.value).startswith("EVENT_TYPES: unknown event type(s) ['Tally']")
+    message = config_error(monkeypatch, EVENT_TYPES="Tally")
+    assert message.startswith("EVENT_TYPES: unknown event type(s) ['Tally']")
 
 
 def test_a_payload_that_does_not_mirror_its_schema_fails_at_first_use() -> None:
