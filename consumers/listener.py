@@ -20,15 +20,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient
 
 from common.settings import GroupProtocol
-from common.telemetry import NULL_EVENT_TELEMETRY, EventTelemetry
 from consumers.intake import Intake
 from consumers.offsets import OffsetBook, TopicPartitionKey
 from consumers.pausing import PauseBook
 from consumers.processing import Pipeline
 from consumers.schema_wait import SchemaWait
 from consumers.work import Work, now_ms
-from retry_topics.naming import TopicNames
-from schemas.registry import WriterSchemas
 
 log = structlog.get_logger(__name__)
 
@@ -88,39 +85,30 @@ class Listener:
     def __init__(
         self,
         *,
-        names: TopicNames,
+        intake: Intake,
         pipeline: Pipeline,
         book: OffsetBook,
         kafka_config: dict[str, Any],
         max_in_flight: int,
         group_protocol: GroupProtocol = "consumer",
         commit_interval_s: float,
-        max_event_bytes: int,
         revoke_wait_s: float = 10.0,
         shutdown_timeout_s: float = 30.0,
-        writer_schemas: WriterSchemas | None = None,
-        replay_key: bytes | None = None,
-        telemetry: EventTelemetry = NULL_EVENT_TELEMETRY,
     ) -> None:
+        # The intake (record -> Work) names the event type's topics and carries its telemetry.
+        names = intake.names
+        self.intake = intake
         self.names = names
         self.event_type = names.event_type
         self.pipeline = pipeline
         self.book = book  # shared with the pipeline, which marks what is done
         self.consumer = Consumer(consumer_config(kafka_config, names.group, group_protocol))
-        self.telemetry = telemetry
+        self.telemetry = telemetry = intake.telemetry
         self.pauses = PauseBook(self.consumer, telemetry)
         self.max_in_flight = max_in_flight
         self.commit_interval_s = commit_interval_s
         self.revoke_wait_s = revoke_wait_s
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.intake = Intake(
-            names=names,
-            max_event_bytes=max_event_bytes,
-            max_attempt=pipeline.max_attempt,
-            writer_schemas=writer_schemas,
-            replay_key=replay_key,
-            telemetry=telemetry,
-        )
         # Retry records fetched before their due time, per partition, in offset order.
         self.not_due: dict[TopicPartitionKey, deque[Work]] = {}
         self.schema_wait = SchemaWait(self.pauses, self.event_type, telemetry)

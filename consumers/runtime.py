@@ -24,6 +24,7 @@ from consumers.dispatch import KeyedDispatcher
 from consumers.dlq_monitor import DlqMonitor
 from consumers.handlers import build_handler
 from consumers.handlers.base import Handler
+from consumers.intake import Intake
 from consumers.listener import Listener
 from consumers.offsets import OffsetBook
 from consumers.processing import Pipeline
@@ -128,19 +129,23 @@ class Runtime:
             redact_fields=s.log_redact_fields,
             telemetry=telemetry,
         )
-        listener = Listener(
+        intake = Intake(
             names=names,
+            max_event_bytes=s.max_event_bytes,
+            max_attempt=pipeline.max_attempt,
+            writer_schemas=self.writer_schemas,
+            replay_key=self.replay_key,
+            telemetry=telemetry,
+        )
+        listener = Listener(
+            intake=intake,
             pipeline=pipeline,
             book=book,
             kafka_config=s.kafka_common_config(),
             group_protocol=s.kafka_group_protocol,
             max_in_flight=s.max_in_flight,
             commit_interval_s=s.commit_interval_s,
-            max_event_bytes=s.max_event_bytes,
             shutdown_timeout_s=s.shutdown_timeout_s,
-            writer_schemas=self.writer_schemas,
-            replay_key=self.replay_key,
-            telemetry=telemetry,
         )
         thread = threading.Thread(
             target=self._run_listener, args=(listener,), name=f"listener-{event_type}"
