@@ -94,7 +94,7 @@ class _ApiRequestHandler(BaseHTTPRequestHandler):
         """Silenced: requests are reported through the request log and `on_request`."""
 
 
-class ChemicalApiServer(DevServer):
+class ChemicalApiServer(DevServer[tuple["_ApiHttpServer", threading.Thread]]):
     """A real HTTP chemical API on `host:port`, with fault injection.
 
     `GET /chemicals/{id}` answers `chemical_record(id)` (404 for ids starting "UNKNOWN"),
@@ -111,8 +111,6 @@ class ChemicalApiServer(DevServer):
         self.host = host
         self._port = port
         self._on_request = on_request
-        self._server: _ApiHttpServer | None = None
-        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._mode: Mode = "ok"
         self._delay_s = 0.0
@@ -127,14 +125,7 @@ class ChemicalApiServer(DevServer):
     def url(self) -> str:
         return f"http://{self.host}:{self._port}"
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
-    def start(self) -> None:
-        """Listen (again) on the same port; a no-op when already running."""
-        if self._server is not None:
-            return
+    def _listen(self) -> tuple[_ApiHttpServer, threading.Thread]:
         self._stopping.clear()
         server = _ApiHttpServer((self.host, self._port), self)
         self._port = int(server.server_address[1])
@@ -145,26 +136,14 @@ class ChemicalApiServer(DevServer):
             daemon=True,
         )
         thread.start()
-        self._server, self._thread = server, thread
+        return server, thread
 
-    def stop(self) -> None:
-        """Close the port: new clients get ECONNREFUSED; slow requests are cut short."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        self._stopping.set()
+    def _close(self, listening: tuple[_ApiHttpServer, threading.Thread]) -> None:
+        server, thread = listening
+        self._stopping.set()  # slow requests are cut short
         server.shutdown()
         server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> ChemicalApiServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        thread.join(timeout=5)
 
     def set_mode(self, mode: Mode, delay_s: float = 1.0) -> None:
         """ok | error500 (every lookup 500) | slow (answer after delay_s) | invalid-json."""

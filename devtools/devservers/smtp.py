@@ -104,7 +104,7 @@ class _SinkController(Controller):
             probe.recv(1024)
 
 
-class SmtpSink(DevServer):
+class SmtpSink(DevServer[Controller]):
     """A real SMTP server on `host:port` that records what it receives.
 
     aiosmtpd's Controller cannot listen on port 0 and cannot be restarted once stopped (its
@@ -122,7 +122,6 @@ class SmtpSink(DevServer):
         self.host = host
         self._port = port
         self._on_message = on_message
-        self._controller: Controller | None = None
         self._messages: list[ReceivedEmail] = []
         self._fail_remaining = 0
         self._fail_code = 451
@@ -134,14 +133,7 @@ class SmtpSink(DevServer):
         self._sessions: set[SMTP] = set()
         self._changed = threading.Condition()
 
-    @property
-    def running(self) -> bool:
-        return self._controller is not None
-
-    def start(self) -> None:
-        """Listen (again) on the same port; a no-op when already running."""
-        if self._controller is not None:
-            return
+    def _listen(self) -> Controller:
         if self._port == 0:
             self._port = free_port(self.host)
         controller = _SinkController(
@@ -154,20 +146,10 @@ class SmtpSink(DevServer):
             ready_timeout=5.0,
         )
         controller.start()
-        self._controller = controller
+        return controller
 
-    def stop(self) -> None:
-        """Close the port and drop open sessions: new clients get ECONNREFUSED."""
-        controller, self._controller = self._controller, None
-        if controller is not None:
-            controller.stop()
-
-    def __enter__(self) -> SmtpSink:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def _close(self, listening: Controller) -> None:
+        listening.stop()  # drops open sessions too
 
     def fail_next(self, n: int, code: int = 451) -> None:
         """Answer the DATA of the next `n` messages with `code` (4xx: defer, 5xx: reject)."""
