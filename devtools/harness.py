@@ -13,8 +13,9 @@ them (it waits on the listeners' `assigned` events, it does not poll).
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from common.settings import Settings
@@ -64,3 +65,17 @@ def running_app(
         yield app
     finally:
         app.stop()
+
+
+@contextmanager
+def in_background(work: Callable[[threading.Event], None], join_s: float = 5.0) -> Iterator[None]:
+    """Run `work(stop)` on a daemon thread for the length of the block; at its end set `stop`
+    and wait up to `join_s` for the thread (samplers, pollers beside a running app)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=work, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=join_s)

@@ -16,7 +16,6 @@ run deletes its topics, consumer groups and rows.
 from __future__ import annotations
 
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -134,23 +133,15 @@ class ScenarioRun:
     @contextmanager
     def running(self, handlers: dict[str, Handler] | None = None) -> Iterator[App]:
         """The real application, started and assigned its partitions; stopped afterwards."""
-        stop = threading.Event()
         try:
             with harness.running_app(self.settings, handlers, timeout=READY_TIMEOUT_S) as app:
                 self.app = app
                 self.timeline.start()
-                self.watch = Watch(pool_size=self.settings.db_pool_size)
-                sampler = threading.Thread(
-                    target=self.watch.sample,
-                    args=(app, stop, self.timeline, self.mark_pool),
-                    daemon=True,
-                )
-                sampler.start()
-                try:
+                watch = self.watch = Watch(pool_size=self.settings.db_pool_size)
+                with harness.in_background(
+                    lambda stop: watch.sample(app, stop, self.timeline, self.mark_pool)
+                ):
                     yield app
-                finally:
-                    stop.set()
-                    sampler.join(timeout=5)
         except harness.AppNotReady as exc:
             raise ScenarioError(str(exc)) from None
         finally:

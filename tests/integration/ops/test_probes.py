@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from common.settings import Settings
 from consumers.handlers.report import ReportHandler
 from consumers.listener import consumer_config
+from devtools.harness import in_background
 from devtools.kafka import kafka_config
 from ops.app import App
 from retry_topics.naming import topic_names
@@ -71,19 +72,15 @@ def group_member(settings: Settings, topics: list[str]) -> Iterator[Consumer]:
         {**consumer_config(kafka_config(settings), group), "client.id": "probe-test"}
     )
     consumer.subscribe(topics)
-    stop = threading.Event()
 
-    def poll() -> None:
+    def poll(stop: threading.Event) -> None:
         while not stop.is_set():
             consumer.poll(0.1)  # takes part in the rebalance; commits nothing
 
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
     try:
-        yield consumer
+        with in_background(poll, join_s=10):
+            yield consumer
     finally:
-        stop.set()
-        thread.join(timeout=10)
         consumer.close()
 
 
