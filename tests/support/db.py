@@ -8,6 +8,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 
+def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
+    """The rows `sql` selects (with `params` bound)."""
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql), params).all())
+
+
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
     """The one value `sql` selects (with `params` bound)."""
     with engine.connect() as conn:

@@ -36,7 +36,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -44,6 +43,7 @@ from devtools.devservers import SmtpSink
 from retry_topics import headers as rh
 from retry_topics.naming import TopicNames
 from schemas.events import Event
+from tests.support.db import rows
 from tests.support.kafka import committed_offsets, end_offsets, read_all
 
 FINAL = ("succeeded", "dlq", "invalid")
@@ -176,18 +176,16 @@ class Oracle:
     def _counts(self) -> dict[str, Counter[str]] | None:
         groups = [self.names(t).group for t in self._types()]
         try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    text(
-                        "SELECT consumer_group, status, count(*) FROM event_records "
-                        "WHERE consumer_group = ANY(:g) GROUP BY consumer_group, status"
-                    ),
-                    {"g": groups},
-                ).all()
+            found = rows(
+                self.engine,
+                "SELECT consumer_group, status, count(*) FROM event_records "
+                "WHERE consumer_group = ANY(:g) GROUP BY consumer_group, status",
+                g=groups,
+            )
         except Exception:  # the database is away: not drained
             return None
         counts: dict[str, Counter[str]] = defaultdict(Counter)
-        for group, status, n in rows:
+        for group, status, n in found:
             counts[group][status] = n
         return counts
 
@@ -404,29 +402,19 @@ class Oracle:
     def _load_outcomes(
         self, groups: list[str]
     ) -> tuple[list[dict[str, Any]], set[tuple[str, str]]]:
-        with self.engine.connect() as conn:
-            records = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    text(
-                        "SELECT consumer_group, origin_topic, origin_partition, origin_offset, "
-                        "event_id, status, attempts, last_error FROM event_records "
-                        "WHERE consumer_group = ANY(:g)"
-                    ),
-                    {"g": groups},
-                )
-            ]
-            dedup = {
-                (g, e)
-                for g, e in conn.execute(
-                    text(
-                        "SELECT consumer_group, event_id FROM dedup_keys "
-                        "WHERE consumer_group = ANY(:g)"
-                    ),
-                    {"g": groups},
-                )
-            }
-        return records, dedup
+        records = rows(
+            self.engine,
+            "SELECT consumer_group, origin_topic, origin_partition, origin_offset, "
+            "event_id, status, attempts, last_error FROM event_records "
+            "WHERE consumer_group = ANY(:g)",
+            g=groups,
+        )
+        dedup = rows(
+            self.engine,
+            "SELECT consumer_group, event_id FROM dedup_keys WHERE consumer_group = ANY(:g)",
+            g=groups,
+        )
+        return [dict(r._mapping) for r in records], {(g, e) for g, e in dedup}
 
     def _read_dlq(self, event_type: str) -> dict[tuple[str, int, int], dict[str, Any]]:
         """DLQ records by origin; the newest copy wins (a redriven record can return)."""
@@ -462,18 +450,16 @@ class Oracle:
                 sent = self.smtp.count_by_event_id()
             else:
                 table = EFFECT_TABLES[event_type]
-                with self.engine.connect() as conn:
-                    sent = Counter(
-                        dict(
-                            conn.execute(
-                                text(
-                                    f"SELECT event_id, count(*) FROM {table} "
-                                    "WHERE event_id = ANY(:ids) GROUP BY event_id"
-                                ),
-                                {"ids": ids},
-                            ).all()
+                sent = Counter(
+                    dict(
+                        rows(
+                            self.engine,
+                            f"SELECT event_id, count(*) FROM {table} "
+                            "WHERE event_id = ANY(:ids) GROUP BY event_id",
+                            ids=ids,
                         )
                     )
+                )
             for event_id in ids:
                 n = sent.get(event_id, 0)
                 status = outcome.get(event_id)
@@ -528,23 +514,19 @@ class Oracle:
             if outcome.get(e.event_id) == "succeeded":
                 newest[e.payload.chemical_id] = e.event_id
         ids = [e.event_id for e in events]
-        with self.engine.connect() as conn:
-            history = conn.execute(
-                text(
-                    "SELECT chemical_id, event_id FROM chemical_status_history "
-                    "WHERE event_id = ANY(:ids) ORDER BY id"
-                ),
-                {"ids": ids},
-            ).all()
-            current: dict[str, str] = dict(
-                conn.execute(
-                    text(
-                        "SELECT chemical_id, status_event_id FROM chemicals "
-                        "WHERE chemical_id = ANY(:c)"
-                    ),
-                    {"c": list(newest)},
-                ).all()
+        history = rows(
+            self.engine,
+            "SELECT chemical_id, event_id FROM chemical_status_history "
+            "WHERE event_id = ANY(:ids) ORDER BY id",
+            ids=ids,
+        )
+        current: dict[str, str] = dict(
+            rows(
+                self.engine,
+                "SELECT chemical_id, status_event_id FROM chemicals WHERE chemical_id = ANY(:c)",
+                c=list(newest),
             )
+        )
         applied: dict[str, list[str]] = defaultdict(list)
         key_of = {e.event_id: e.key for e in events}
         for _chemical, event_id in history:

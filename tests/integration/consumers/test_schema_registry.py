@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -29,6 +28,7 @@ from schemas.codec import AVRO, encode_avro, encode_json, headers_for
 from schemas.events import Event
 from schemas.samples import sample_events
 from tests.support.app import CLI, running_app, settings_env
+from tests.support.db import rows
 from tests.support.kafka import (
     producer,
     read_all,
@@ -48,11 +48,6 @@ pytestmark = pytest.mark.integration
 
 HAZARD = {"name": "hazard", "type": ["null", "string"], "default": None}
 TYPES = ("ChemicalStatus", "Email", "Report", "ChemicalLookup")
-
-
-def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(text(sql), params))
 
 
 def ids_with(engine: Engine, status: str, event_type: str | None = None) -> set[str]:

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import time
-from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -19,15 +18,11 @@ from ops.dlq_purge import delete_before, plan_time_purge
 from ops.dlq_query import sync_index
 from schemas.samples import sample_events
 from tests.support.app import CLI, running_app, settings_env
+from tests.support.db import rows
 from tests.support.dead_letters import dead_lettered, names_for, produce_many
 from tests.support.kafka import produce_events, read_all, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(text(sql), params).all())
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
