@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -256,21 +256,7 @@ def test_email_sent_twice_is_visible_as_duplicate(
     assert (first.message_id, first.subject) == (second.message_id, second.subject)
 
 
-def test_email_smtp_down_is_dependency_down_then_recovers(
-    handler_settings: Settings, smtp_sink: SmtpSink
-) -> None:
-    handler = EmailHandler(handler_settings)
-    smtp_sink.stop()
-
-    with pytest.raises(DependencyDownError) as raised:
-        handler.perform(email_event())
-    assert raised.value.dependency == "smtp"
-
-    smtp_sink.start()  # same port
-    event = email_event()
-    handler.perform(event)
-    assert smtp_sink.wait_for(1, timeout=5)
-    assert smtp_sink.count_by_event_id() == {event.event_id: 1}
+# SMTP down, then back: test_a_dependency_down_is_dependency_down_then_recovers (below).
 
 
 def test_email_4xx_reply_is_transient(handler_settings: Settings, smtp_sink: SmtpSink) -> None:
@@ -391,17 +377,41 @@ def test_lookup_unknown_chemical_is_permanent(
         handler.perform(lookup_event())
 
 
-def test_lookup_api_down_is_dependency_down_then_recovers(
-    handler_settings: Settings, chemical_api: ChemicalApiServer
-) -> None:
-    handler = ChemicalLookupHandler(handler_settings)
-    chemical_api.stop()
-    with pytest.raises(DependencyDownError) as raised:
-        handler.perform(lookup_event())
-    assert raised.value.dependency == "chemical_api"
+# Each handler with a dependency: the fixture serving it, an event for it, and whether the
+# effect of one event happened (the server, the event, what perform returned).
+DEPENDENT: dict[str, tuple[type[Any], str, Callable[[], Event], Callable[..., bool]]] = {
+    "smtp": (
+        EmailHandler,
+        "smtp_sink",
+        email_event,
+        lambda sink, event, _result: (
+            sink.wait_for(1, timeout=5) and sink.count_by_event_id() == {event.event_id: 1}
+        ),
+    ),
+    "chemical_api": (
+        ChemicalLookupHandler,
+        "chemical_api",
+        lookup_event,
+        lambda _api, _event, result: result["chemical_id"] == "C-42",
+    ),
+}
 
-    chemical_api.start()  # same port
-    assert handler.perform(lookup_event())["chemical_id"] == "C-42"
+
+@pytest.mark.parametrize("dependency", list(DEPENDENT))
+def test_a_dependency_down_is_dependency_down_then_recovers(
+    handler_settings: Settings, request: pytest.FixtureRequest, dependency: str
+) -> None:
+    handler_type, fixture, new_event, applied = DEPENDENT[dependency]
+    server = request.getfixturevalue(fixture)
+    handler = handler_type(handler_settings)
+    server.stop()
+    with pytest.raises(DependencyDownError) as raised:
+        handler.perform(new_event())
+    assert raised.value.dependency == dependency
+
+    server.start()  # same port
+    event = new_event()
+    assert applied(server, event, handler.perform(event))
 
 
 def test_lookup_slow_beyond_timeout_is_dependency_down(
