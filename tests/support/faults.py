@@ -123,6 +123,13 @@ def event_records(settings: Settings, events: Iterable[Event]) -> list[Record]:
     ]
 
 
+def load_events(settings: Settings, events: Iterable[Event], rate: float) -> BackgroundLoad:
+    """`events` produced to their main topics at `rate` per second on a thread, started."""
+    return BackgroundLoad(
+        settings.kafka_bootstrap_servers, event_records(settings, events), rate=rate
+    ).start()
+
+
 def with_copies(records: list[Record], types: set[str], partitions: int) -> list[Record]:
     """Each record of `types` twice, back to back (a producer's retry, an overlapping replay):
     every other second copy on another partition than its key's, as a producer that keys

@@ -17,11 +17,10 @@ from tests.support.app import running_app
 from tests.support.faults import (
     KAFKA_PIDFILE,
     SCALE,
-    BackgroundLoad,
     ensure_kafka_up,
-    event_records,
     infra,
     interleave,
+    load_events,
     local_broker_answers_on,
     soak_timeout,
     tagged_events,
@@ -54,7 +53,7 @@ def test_broker_sigkill_and_restart_mid_run(
     started = time.monotonic()
     try:
         with running_app(settings) as app:
-            load = BackgroundLoad(bootstrap, event_records(settings, events), rate=RATE).start()
+            load = load_events(settings, events, RATE)
             for _ in range(outages):
                 time.sleep(3.0)  # a steady state first
                 infra("kafka.sh", "kill")

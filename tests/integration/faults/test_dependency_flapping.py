@@ -20,9 +20,8 @@ from devtools.devservers import ChemicalApiServer, SmtpSink
 from tests.support.app import running_app
 from tests.support.faults import (
     SCALE,
-    BackgroundLoad,
-    event_records,
     interleave,
+    load_events,
     soak_timeout,
     tagged_events,
 )
@@ -93,9 +92,7 @@ def test_smtp_and_chemical_api_flapping(
     started = time.monotonic()
     try:
         with running_app(settings) as app:
-            load = BackgroundLoad(
-                settings.kafka_bootstrap_servers, event_records(settings, events), rate=RATE
-            ).start()
+            load = load_events(settings, events, RATE)
             time.sleep(1.0)
             for flapper in flappers:
                 flapper.start()

@@ -18,11 +18,11 @@ from schemas.events import Event
 from tests.support.app import running_app
 from tests.support.faults import (
     SCALE,
-    BackgroundLoad,
     ensure_postgres_up,
     event_records,
     infra,
     interleave,
+    load_events,
     postgres_start,
     produce_now,
     soak_timeout,
@@ -52,9 +52,7 @@ def test_postgres_stopped_twice_mid_run(
     started = time.monotonic()
     try:
         with running_app(settings) as app:
-            load = BackgroundLoad(
-                settings.kafka_bootstrap_servers, event_records(settings, events), rate=RATE
-            ).start()
+            load = load_events(settings, events, RATE)
             for _ in range(OUTAGES):
                 time.sleep(3.0)  # running normally in between
                 stops.append(time.monotonic())

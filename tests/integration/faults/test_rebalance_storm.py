@@ -17,8 +17,7 @@ from ops.topics import create_topics
 from tests.support.app import AppProcess
 from tests.support.faults import (
     SCALE,
-    BackgroundLoad,
-    event_records,
+    load_events,
     log_tail,
     soak_timeout,
     tagged_events,
@@ -63,9 +62,7 @@ def test_rebalance_storm_loses_nothing_and_applies_nothing_twice(
     try:
         launch()
         starts += 1
-        load = BackgroundLoad(
-            settings.kafka_bootstrap_servers, event_records(settings, events), rate=RATE
-        ).start()
+        load = load_events(settings, events, RATE)
         storm_end = time.monotonic() + storm_s
         while time.monotonic() < storm_end:
             time.sleep(rng.uniform(0.5, 2.0))
