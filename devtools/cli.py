@@ -17,14 +17,12 @@ from typing import Annotated
 import typer
 
 from devtools.devservers import ChemicalApiServer, ReceivedEmail, SmtpSink
-from ops.cli_common import fail, settings
+from ops.cli_common import JsonFlag, command_line, fail, settings
 
-app = typer.Typer(
-    name="python -m devtools",
-    help="Development aids: local stand-ins for the dependencies, the production scenarios.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+app = command_line(
+    "python -m devtools",
+    "Development aids: local stand-ins for the dependencies, the production scenarios.",
+    completion=False,
 )
 Port = Annotated[int, typer.Option(min=1, max=65535)]
 
@@ -38,7 +36,7 @@ def scenario(
             "dependency-failure, or all (the five in order)."
         ),
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Reproduce a production scenario of the design document with real faults; print its
     dashboard. Exit code 1 when the document's promised result does not hold.

@@ -13,15 +13,13 @@ import typer
 
 from common import event_types
 from common.settings import ConfigError, load_settings
-from ops.cli_common import emit, fail, settings, start_tracing
+from ops.cli_common import JsonFlag, command_line, emit, fail, settings, start_tracing
 
-app = typer.Typer(
-    name="qchem-events",
-    help="Reliable Kafka consumers for Q-Chem events, and the tools to operate them.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+app = command_line(
+    "qchem-events",
+    "Reliable Kafka consumers for Q-Chem events, and the tools to operate them.",
     # typer's own completion: --install-completion / --show-completion (bash, zsh, fish, pwsh).
-    add_completion=True,
+    completion=True,
 )
 topics_app = typer.Typer(
     help="Create and list the Kafka topics the application uses.", no_args_is_help=True
@@ -37,8 +35,6 @@ app.command("admin")(_admin)
 from ops.cli_schemas import schemas_app  # noqa: E402
 
 app.add_typer(schemas_app, name="schemas")
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 class Problem(Exception):

@@ -7,12 +7,27 @@ need not import ops/cli.py, which imports them to register their commands.
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 import schemas  # noqa: F401  (registers the built-in event types the settings name)
 from common.settings import ConfigError, Settings, load_settings
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def command_line(name: str, help: str, *, completion: bool) -> typer.Typer:
+    """A top-level command line as ours all are (`qchem-events`, `python -m devtools`): no
+    arguments print the help, and an error is one line on stderr (`fail`), never typer's
+    pretty traceback."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=completion,
+    )
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -12,12 +12,12 @@ from typing import Annotated, Any
 
 import typer
 
+from ops.cli_common import JsonFlag
 from ops.cli_dlq_options import (
     NO_FILTERS,
     DryRunFlag,
     FilterOptions,
     IncludeReplayedFlag,
-    JsonFlag,
     MaxReplaysOpt,
     RateOpt,
     TargetOpt,

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
     from common.settings import Settings
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 TypeOpt = Annotated[
     str | None, typer.Option("--type", "-t", help="Event type: Email, ChemicalStatus, ...")
 ]

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
+from ops.cli_common import JsonFlag
 from ops.cli_dlq import dlq_app
 from ops.cli_dlq_options import (
-    JsonFlag,
     TypeOpt,
     YesFlag,
     confirm,
