@@ -133,6 +133,24 @@ def _differences(
     }
 
 
+def alter_configs(admin: AdminClient, configs: dict[str, dict[str, str | None]]) -> None:
+    """Set these keys of these topics (name -> key -> value), leaving every other key as is."""
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+                for key, value in config.items()
+            ],
+        )
+        for name, config in configs.items()
+    ]
+    if resources:
+        for future in admin.incremental_alter_configs(resources, request_timeout=30).values():
+            future.result(timeout=60)
+
+
 def reconcile_configs(
     admin: AdminClient, settings: Settings, names: set[str]
 ) -> dict[str, dict[str, dict[str, str | None]]]:
@@ -147,20 +165,9 @@ def reconcile_configs(
             changes[spec.name] = {
                 k: {"from": d["broker"], "to": d["wanted"]} for k, d in differs.items()
             }
-    resources = [
-        ConfigResource(
-            ResourceType.TOPIC,
-            name,
-            incremental_configs=[
-                ConfigEntry(key, change["to"], incremental_operation=AlterConfigOpType.SET)
-                for key, change in changed.items()
-            ],
-        )
-        for name, changed in changes.items()
-    ]
-    if resources:
-        for future in admin.incremental_alter_configs(resources, request_timeout=30).values():
-            future.result(timeout=60)
+    alter_configs(
+        admin, {name: {k: c["to"] for k, c in changed.items()} for name, changed in changes.items()}
+    )
     # The running app (`run`, logging configured) logs what it changed; the CLI prints it, and
     # an unconfigured structlog would print to stdout, into `--json` output.
     if structlog.is_configured():

@@ -6,17 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from confluent_kafka.admin import (
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    NewTopic,
-    ResourceType,
-)
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from common.settings import Settings
 from devtools.kafka import kafka_config
+from ops.topics import alter_configs, broker_configs
 from tests.integration.ops.test_foundation import cli, env_for
 
 pytestmark = pytest.mark.integration
@@ -28,21 +22,12 @@ def admin(settings: Settings) -> AdminClient:
     return AdminClient(kafka_config(settings))
 
 
-def broker_config(settings: Settings, topic: str) -> dict[str, str]:
-    resource = ConfigResource(ResourceType.TOPIC, topic)
-    client = admin(settings)
-    entries = client.describe_configs([resource])[resource].result(timeout=30)
-    return {name: entry.value for name, entry in entries.items()}
+def broker_config(settings: Settings, topic: str) -> dict[str, str | None]:
+    return broker_configs(admin(settings), [topic])[topic]
 
 
-def set_by_hand(settings: Settings, topic: str, config: dict[str, str]) -> None:
-    entries = [
-        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
-        for name, value in config.items()
-    ]
-    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
-    client = admin(settings)
-    client.incremental_alter_configs([resource])[resource].result(timeout=30)
+def set_by_hand(settings: Settings, topic: str, config: dict[str, str | None]) -> None:
+    alter_configs(admin(settings), {topic: config})
 
 
 def test_topics_create_corrects_the_retention_of_an_existing_topic_and_says_so(
