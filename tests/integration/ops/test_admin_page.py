@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -17,6 +15,7 @@ from retry_topics.naming import topic_names
 from tests.support.admin import TOKEN, admin_server, app_with_admin, call
 from tests.support.app import running_app
 from tests.support.browser import chromium, screenshot
+from tests.support.db import rows, scalar
 from tests.support.dead_letters import dead_lettered, produce_many
 from tests.support.kafka import wait_for
 
@@ -29,9 +28,13 @@ def browser() -> Iterator[webdriver.Chrome]:
         yield driver
 
 
-def rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as conn:
-        return list(conn.execute(text(sql), params).all())
+def permanent_dead_letters(
+    settings: Settings, event_type: str, count: int, error_class: str
+) -> Settings:
+    """`settings` for `event_type` alone, with `count` permanent dead letters of it."""
+    settings = settings.model_copy(update={"event_types": (event_type,)})
+    dead_lettered(settings, event_type, count, error_class=error_class, kind="permanent")
+    return settings
 
 
 def indexed(engine: Engine, count: int) -> None:
@@ -72,8 +75,7 @@ def test_the_page_shows_smtp_down_while_its_server_is_stopped(
 def test_a_critical_dead_letter_approved_in_the_page_is_applied_exactly_once(
     handler_settings: Settings, db_engine: Engine, browser: webdriver.Chrome
 ) -> None:
-    settings = handler_settings.model_copy(update={"event_types": ("ChemicalStatus",)})
-    dead_lettered(settings, "ChemicalStatus", 2, error_class="ValidationError", kind="permanent")
+    settings = permanent_dead_letters(handler_settings, "ChemicalStatus", 2, "ValidationError")
     with running_app(settings), admin_server(settings) as admin:
         indexed(db_engine, 2)
         browser.get(f"{admin.url}/admin")
@@ -94,7 +96,7 @@ def test_a_critical_dead_letter_approved_in_the_page_is_applied_exactly_once(
         event_id = call(admin.url, "GET", f"/api/v1/dlq/records/{ref}").body["event_id"]
         applied = "SELECT count(*) FROM chemical_status_history WHERE event_id = :e"
         wait_for(
-            lambda: rows(db_engine, applied, e=event_id)[0][0] == 1,
+            lambda: scalar(db_engine, applied, e=event_id) == 1,
             timeout=60,
             message="the approved status applied",
         )
@@ -103,19 +105,15 @@ def test_a_critical_dead_letter_approved_in_the_page_is_applied_exactly_once(
         browser.get(f"{admin.url}/admin")  # the queue holds only the other record now
         left = browser.find_elements(By.CSS_SELECTOR, "#review-queue tr[data-ref]")
         assert [r.get_attribute("data-ref") for r in left] != [ref] and len(left) == 1
-    assert rows(db_engine, applied, e=event_id)[0][0] == 1
-    assert (
-        rows(db_engine, "SELECT count(*) FROM dedup_keys WHERE event_id = :e", e=event_id)[0][0]
-        == 1
-    )
-    assert rows(db_engine, "SELECT count(*) FROM dlq_replayed_records")[0][0] == 1
+    assert scalar(db_engine, applied, e=event_id) == 1
+    assert scalar(db_engine, "SELECT count(*) FROM dedup_keys WHERE event_id = :e", e=event_id) == 1
+    assert scalar(db_engine, "SELECT count(*) FROM dlq_replayed_records") == 1
 
 
 def test_a_rejection_in_the_page_stays_rejected_and_audited(
     settings: Settings, db_engine: Engine, browser: webdriver.Chrome
 ) -> None:
-    settings = settings.model_copy(update={"event_types": ("ChemicalLookup",)})
-    dead_lettered(settings, "ChemicalLookup", 1, error_class="NotFound", kind="permanent")
+    settings = permanent_dead_letters(settings, "ChemicalLookup", 1, "NotFound")
     with admin_server(settings) as admin:
         indexed(db_engine, 1)
         (ref,) = [r["ref"] for r in call(admin.url, "GET", "/api/v1/dlq/records").body["records"]]
@@ -144,14 +142,13 @@ def test_a_rejection_in_the_page_stays_rejected_and_audited(
     assert [(a.actor, a.action, a.detail["reason"]) for a in audit] == [
         ("page:dave", "reject", "a test chemical, never real")
     ]
-    assert rows(db_engine, "SELECT count(*) FROM dlq_replayed_records")[0][0] == 0
+    assert scalar(db_engine, "SELECT count(*) FROM dlq_replayed_records") == 0
 
 
 def test_the_page_without_a_token_cannot_mutate(
     settings: Settings, db_engine: Engine, browser: webdriver.Chrome
 ) -> None:
-    settings = settings.model_copy(update={"event_types": ("ChemicalStatus",)})
-    dead_lettered(settings, "ChemicalStatus", 1, error_class="ValidationError", kind="permanent")
+    settings = permanent_dead_letters(settings, "ChemicalStatus", 1, "ValidationError")
     with admin_server(settings, token=None) as readonly:
         indexed(db_engine, 1)
         browser.get(f"{readonly.url}/admin")
@@ -171,8 +168,8 @@ def test_the_page_without_a_token_cannot_mutate(
         screenshot(browser, "admin-no-token")
         (record,) = call(admin.url, "GET", "/api/v1/dlq/records").body["records"]
         assert record["status"] == "pending"
-    assert rows(db_engine, "SELECT count(*) FROM dlq_audit")[0][0] == 0
-    assert rows(db_engine, "SELECT count(*) FROM dlq_replays")[0][0] == 0
+    assert scalar(db_engine, "SELECT count(*) FROM dlq_audit") == 0
+    assert scalar(db_engine, "SELECT count(*) FROM dlq_replays") == 0
 
 
 def test_replay_from_the_page_previews_then_shows_the_job_finish(
@@ -191,7 +188,7 @@ def test_replay_from_the_page_previews_then_shows_the_job_finish(
         )
         assert cell(browser, "#preview-count").startswith("would replay 15;")
         assert len(browser.find_elements(By.CSS_SELECTOR, "#preview li")) == 15
-        assert rows(db_engine, "SELECT count(*) FROM dlq_replays")[0][0] == 0  # a preview only
+        assert scalar(db_engine, "SELECT count(*) FROM dlq_replays") == 0  # a preview only
         screenshot(browser, "admin-replay-preview")
         sign_in(browser, "erin")
         browser.find_element(By.CSS_SELECTOR, "#replay-start button").click()
@@ -204,4 +201,4 @@ def test_replay_from_the_page_previews_then_shows_the_job_finish(
         wait_for(done, timeout=60, interval=0.5, message="the job to finish")
         assert cell(browser, "#job-progress") == "15/15 sent, 0 failed"
         screenshot(browser, "admin-replay-job")
-    assert rows(db_engine, "SELECT who FROM dlq_replays")[0][0] == "page:erin"
+    assert scalar(db_engine, "SELECT who FROM dlq_replays") == "page:erin"
