@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,3 +76,24 @@ class AppProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+
+# What an application's log shows when one of its threads died: a test of app processes
+# checks each log, since a crashed listener may still exit 0.
+CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
+
+
+def assert_no_crash(apps: Iterable[AppProcess]) -> None:
+    for app in apps:
+        crashes = [m for m in CRASH_MARKERS if m in app.log()]
+        assert not crashes, f"{app.log_path.name}: {crashes}\n{app.log_tail()}"
+
+
+def kill_alive(apps: Iterable[AppProcess]) -> None:
+    """Kill the processes a test left running (it failed half-way): none outlives it."""
+    for app in apps:
+        if app.alive():
+            app.kill()

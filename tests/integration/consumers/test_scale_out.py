@@ -32,7 +32,7 @@ from common.settings import Settings
 from devtools.kafka import kafka_config
 from ops.topics import create_topics
 from retry_topics.naming import topic_names
-from tests.support.app import AppProcess
+from tests.support.app import AppProcess, assert_no_crash, kill_alive
 from tests.support.faults import tagged_events
 from tests.support.kafka import end_offsets, produce_events, wait_for
 from tests.support.oracle import Oracle
@@ -42,7 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 INSTANCES = 3
 PARTITIONS = 12
 EVENTS = 3000
-CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
 
 
 def group_shares(settings: Settings) -> list[set[tuple[str, int]]]:
@@ -105,13 +104,7 @@ def scaled_out(
         apps, shares = scale_up(settings, tmp_path)
         yield settings, apps, shares
     finally:
-        stop_all(apps)
-
-
-def stop_all(apps: list[AppProcess]) -> None:
-    for app in apps:
-        if app.alive():
-            app.kill()
+        kill_alive(apps)
 
 
 def test_three_instances_share_the_partitions_and_apply_each_event_once(
@@ -136,9 +129,7 @@ def test_three_instances_share_the_partitions_and_apply_each_event_once(
         for app in apps:
             assert app.alive(), app.log()[-2000:]
             assert app.terminate() == 0, app.log()[-2000:]
-    for app in apps:
-        crashes = [m for m in CRASH_MARKERS if m in app.log()]
-        assert not crashes, f"{app.log_path.name}: {crashes}"
+    assert_no_crash(apps)
     report = oracle.check(faults=0, drain_s=drain_s)
     report.extra.update(instances=INSTANCES, partitions=PARTITIONS)
     print(report.summary())

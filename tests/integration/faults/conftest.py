@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
+
+from tests.support.faults import soak_timeout
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault test is an integration test that may run as long as its load is scaled
+    (QCHEM_SOAK_SCALE): marked here once, not by a `pytestmark` in each module. The hook sees
+    the whole session's items, hence the folder check."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.timeout(soak_timeout()))
 
 
 @pytest.fixture(autouse=True)

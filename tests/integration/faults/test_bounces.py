@@ -12,13 +12,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from devtools.devservers import SmtpSink
 from ops.topics import create_topics
-from tests.support.app import AppProcess
+from tests.support.app import AppProcess, assert_no_crash, kill_alive
 from tests.support.faults import (
     SCALE,
     BackgroundLoad,
@@ -26,20 +25,16 @@ from tests.support.faults import (
     interleave,
     log_tail,
     scaled,
-    soak_timeout,
     tagged_events,
     with_copies,
 )
 from tests.support.kafka import wait_for
 from tests.support.oracle import Oracle
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
-
 INSTANCES = 3
 PARTITIONS = 6
 COPIED = {"Email", "ChemicalLookup"}  # types with an outside effect: produced twice
 RATE = 150  # events per second while the bounces go on
-CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
 
 
 def assignments(app: AppProcess) -> int:
@@ -118,12 +113,8 @@ def test_rolling_and_hard_bounces_of_three_instances(
         for app in apps:
             assert app.terminate() == 0, log_tail(app.log_path)
     finally:
-        for app in apps:
-            if app.alive():
-                app.kill()
-    for app in apps:
-        crashes = [m for m in CRASH_MARKERS if m in app.log()]
-        assert not crashes, f"{app.log_path.name}: {crashes}\n{log_tail(app.log_path)}"
+        kill_alive(apps)
+    assert_no_crash(apps)
     report = oracle.check(faults=rolling + hard, drain_s=drain_s, fault_times=kill_times)
     report.extra.update(
         rolling=rolling,

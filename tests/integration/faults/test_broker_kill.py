@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -22,13 +21,10 @@ from tests.support.faults import (
     interleave,
     load_events,
     local_broker_answers_on,
-    soak_timeout,
     tagged_events,
     wait_kafka,
 )
 from tests.support.oracle import Oracle
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
 
 RATE = 100  # events per second around the outage
 DOWN_S = 3.0  # the broker stays dead this long before `kafka.sh up`

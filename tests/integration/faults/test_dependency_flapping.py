@@ -12,7 +12,6 @@ import random
 import threading
 import time
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -22,12 +21,9 @@ from tests.support.faults import (
     SCALE,
     interleave,
     load_events,
-    soak_timeout,
     tagged_events,
 )
 from tests.support.oracle import Oracle, dlq_reasons
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
 
 RATE = 60  # events per second (half emails, half look-ups) while the dependencies flap
 

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, assume, given, seed
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
@@ -40,7 +39,7 @@ from ops.topics import create_topics
 from retry_topics import headers as rh
 from schemas.codec import AVRO, CONTENT_TYPE_HEADER, InvalidEvent, decode, encode_avro, encode_json
 from tests.support.app import AppProcess, running_app
-from tests.support.faults import Record, names, produce_now, scaled, soak_timeout, tagged_events
+from tests.support.faults import Record, names, produce_now, scaled, tagged_events
 from tests.support.hostile import (
     MAIL_AND_REPORT,
     RETRY_HEADER_NAMES,
@@ -51,8 +50,6 @@ from tests.support.hostile import (
 )
 from tests.support.kafka import end_offsets
 from tests.support.oracle import Hostile, Oracle
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
 
 TYPE = "ChemicalStatus"
 MAX_BYTES = 65_536  # the test's MAX_EVENT_BYTES: oversized records stay cheap to produce

@@ -6,7 +6,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
@@ -25,13 +24,10 @@ from tests.support.faults import (
     load_events,
     postgres_start,
     produce_now,
-    soak_timeout,
     tagged_events,
 )
 from tests.support.kafka import read_all
 from tests.support.oracle import Oracle
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
 
 RATE = 150  # events per second through the outages
 OUTAGES = 2

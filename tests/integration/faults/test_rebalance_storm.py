@@ -9,26 +9,21 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
 from ops.topics import create_topics
-from tests.support.app import AppProcess
+from tests.support.app import AppProcess, assert_no_crash, kill_alive
 from tests.support.faults import (
     SCALE,
     load_events,
     log_tail,
-    soak_timeout,
     tagged_events,
 )
 from tests.support.oracle import Oracle
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
-
 MAX_ALIVE = 3
 RATE = 150  # events per second during the storm
-CRASH_MARKERS = ("listener_crashed", "worker_job_crashed", "Traceback")
 
 
 def test_rebalance_storm_loses_nothing_and_applies_nothing_twice(
@@ -95,12 +90,8 @@ def test_rebalance_storm_loses_nothing_and_applies_nothing_twice(
             if app.alive():
                 assert app.terminate() == 0, log_tail(app.log_path)
     finally:
-        for app in everyone:
-            if app.alive():
-                app.kill()
-    for app in everyone:
-        crashes = [m for m in CRASH_MARKERS if m in app.log()]
-        assert not crashes, f"{app.log_path.name}: {crashes}\n{log_tail(app.log_path)}"
+        kill_alive(everyone)
+    assert_no_crash(everyone)
     report = oracle.check(faults=starts + terms + kills, drain_s=drain_s)
     report.extra.update(
         seed=seed,

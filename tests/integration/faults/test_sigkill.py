@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from common.settings import Settings
@@ -18,12 +17,9 @@ from tests.support.faults import (
     processed,
     produce_now,
     scaled,
-    soak_timeout,
     tagged_events,
 )
 from tests.support.oracle import Oracle
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(soak_timeout())]
 
 
 def test_sigkill_ten_times_mid_run_loses_nothing_and_applies_nothing_twice(
