@@ -169,7 +169,7 @@ class SmtpSink(DevServer[Controller]):
         """Close every open connection, as a relay's idle timeout or restart does; first
         send `notice` (e.g. "421 4.4.2 idle timeout") when given. Returns how many were
         closed, once they are."""
-        controller = self._controller
+        controller = self._listening
         if controller is None:
             return 0
         with self._changed:
