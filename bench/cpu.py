@@ -39,8 +39,8 @@ def _pids() -> list[int]:
 
 # A backend's title (`postgres: 15/main: qchem qchem_perf 127.0.0.1(5012) idle`) and an
 # autovacuum worker's (`postgres: 15/main: autovacuum worker qchem_perf`) name their database.
-_BACKEND = re.compile(
-    r"postgres: [^:]+: (?:autovacuum worker (\S+)|\S+ (\S+) (?:\[local\]|\S+\(\d+\)))"
+_BACKEND = re.compile(  # the cluster name part is absent where cluster_name is unset
+    r"postgres: (?:[^:]+: )?(?:autovacuum worker (\S+)|\S+ (\S+) (?:\[local\]|\S+\(\d+\)))"
 )
 
 

@@ -107,6 +107,12 @@ class WriteRequest:
     context: Any = None
     result: WriteResult | BaseException | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        # Caught where the request is built: found only at completion, it would be swallowed
+        # as a callback failure and the event's offset never marked done (a stalled partition).
+        if self.on_done is None and self.on_done_all is None:
+            raise ValueError("a write request needs on_done or on_done_all")
+
     @property
     def origin_key(self) -> OriginKey:
         return (self.group, self.origin_topic, self.origin_partition, self.origin_offset)
@@ -206,7 +212,7 @@ class BatchWriter:
                 together.setdefault(request.on_done_all, []).append(request)
                 continue
             try:
-                assert request.on_done is not None, "a request with no completion"
+                assert request.on_done is not None  # __post_init__
                 request.on_done(request.result)
             except Exception:  # a callback bug must not kill the writer
                 log.exception("write_callback_failed", origin=request.origin_key)

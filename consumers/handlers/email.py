@@ -148,13 +148,15 @@ class EmailHandler:
         international = not self._sender.isascii()  # `to` is ASCII (address_problem)
         data = message.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP)
         check_generated(data, event.payload.to)
-        refused = self._send(data, event.payload.to, international)
+        refused = self._send(data, event.payload.to, international, event.event_id)
         return EmailSent(
             message_id=str(message["Message-ID"]),
             refused={rcpt: code for rcpt, (code, _) in refused.items()},
         )
 
-    def _send(self, data: bytes, to: str, international: bool) -> dict[str, tuple[int, bytes]]:
+    def _send(
+        self, data: bytes, to: str, international: bool, event_id: str
+    ) -> dict[str, tuple[int, bytes]]:
         """One transaction, on a pooled connection; once more on a fresh one only when a
         reused connection turns out dropped before DATA (module docstring)."""
         for fresh in (False, True):
@@ -167,18 +169,30 @@ class EmailHandler:
             except (smtplib.SMTPException, OSError) as exc:
                 self._pool.discard(client)
                 if reused and dropped_before_data(client, exc):
-                    self._note_replaced(exc)
+                    self._note_replaced(exc, event_id)
                     continue
                 raise _classify(exc) from exc
+            except BaseException:
+                self._pool.discard(client)  # its state is unknown: never back to the pool
+                raise
             # Accepted: the connection is in a clean state for the next message.
             self._pool.give(client)
             return refused
         raise AssertionError("unreachable: the fresh attempt returns or raises")
 
-    def _note_replaced(self, exc: BaseException) -> None:
+    def _note_replaced(self, exc: BaseException, event_id: str) -> None:
         with self._replaced_lock:
             self._replaced += 1
-        log.info("smtp_connection_replaced", reason=f"{type(exc).__name__}: {exc}"[:200])
+        # A timeout means a silently dropped connection (a NAT or firewall that forgot it):
+        # each costs SMTP_TIMEOUT_S before the fresh connection - worth a warning, since it
+        # repeats after every idle gap (then lower SMTP_IDLE_S below that idle limit).
+        timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)
+        (log.warning if timed_out else log.info)(
+            "smtp_connection_replaced",
+            dependency=DEPENDENCY,
+            event_id=event_id,
+            reason=f"{type(exc).__name__}: {exc}"[:200],
+        )
 
     def probe(self) -> None:
         """The relay's health, for the circuit breaker: connect, NOOP, QUIT - no mail sent."""

@@ -13,6 +13,10 @@ from bench.cpu import database_of
         ("postgres: 15/main: qchem qchem_perf 127.0.0.1(47202) idle", "qchem_perf"),
         ("postgres: 15/main: qchem qchem_h3 127.0.0.1(5012) INSERT", "qchem_h3"),
         ("postgres: 15/main: autovacuum worker qchem_perf", "qchem_perf"),
+        # A server without cluster_name (Docker images): no "15/main: " part.
+        ("postgres: qchem qchem_perf 172.17.0.1(5012) idle", "qchem_perf"),
+        ("postgres: autovacuum worker qchem_perf", "qchem_perf"),
+        ("postgres: walwriter", None),
         ("postgres: 15/main: walwriter   ", None),
         ("postgres: 15/main: checkpointer", None),
         ("postgres: 15/main: background writer", None),
