@@ -25,6 +25,10 @@ from tests.support.oracle import Oracle
 MAX_ALIVE = 3
 RATE = 150  # events per second during the storm
 
+# How a SIGTERMed app ends: 0, a clean shutdown; -SIGTERM, the signal came before its handler
+# was installed (still importing): it had not joined the group, so there is nothing to leave.
+STOPPED = (0, -signal.SIGTERM)
+
 
 def test_rebalance_storm_loses_nothing_and_applies_nothing_twice(
     settings: Settings, db_engine: Engine, tmp_path: Path
@@ -84,11 +88,12 @@ def test_rebalance_storm_loses_nothing_and_applies_nothing_twice(
         drain_s = oracle.wait_drained(calm, timeout=150)
         for app in stopping:
             assert app.process is not None
-            # 0: a clean shutdown; -SIGTERM: the signal came before the handler was installed
-            assert app.process.wait(timeout=60) in (0, -signal.SIGTERM), log_tail(app.log_path)
+            assert app.process.wait(timeout=60) in STOPPED, log_tail(app.log_path)
         for app in alive:
+            # An app launched late in the storm may still be importing when the drain is done
+            # (seed 3395783755 failed 'assert -15 == 0' here): the same two outcomes.
             if app.alive():
-                assert app.terminate() == 0, log_tail(app.log_path)
+                assert app.terminate() in STOPPED, log_tail(app.log_path)
     finally:
         kill_alive(everyone)
     assert_no_crash(everyone)
