@@ -21,10 +21,13 @@ CLI = str(Path(sys.executable).parent / "qchem-events")
 
 
 @contextmanager
-def running_app(settings: Settings, handlers: dict[str, Handler] | None = None) -> Iterator[App]:
-    """The settings' topics created, then the app run in this process (devtools/harness.py)."""
+def running_app(
+    settings: Settings, handlers: dict[str, Handler] | None = None, *, partitions: bool = False
+) -> Iterator[App]:
+    """The settings' topics created, then the app run in this process (devtools/harness.py);
+    with `partitions`, not only joined but holding partitions."""
     create_topics(settings)
-    with harness.running_app(settings, handlers) as app:
+    with harness.running_app(settings, handlers, partitions=partitions) as app:
         yield app
 
 
