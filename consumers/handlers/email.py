@@ -6,6 +6,12 @@ every message carries the event id twice (`Message-ID: <event_id@qchem-events>` 
 `X-Event-ID`) and its `Date` is the event's time: a duplicate is byte-identical and visible
 at the server, where it can be de-duplicated.
 
+The bytes of an ordinary message (a plain ASCII sender, recipient and subject that fit on
+their lines, a UTC time) are written directly (email_bytes.py): exactly what the email
+package writes, which costs ~1 ms of CPU more. Any other message is built by the package, so
+a duplicate is byte-identical whichever path made it. Either way the bytes are read back by
+`check_generated` before they are sent.
+
 Errors are mapped so the runtime reacts to the cause:
 
 * the relay cannot be reached or talked to (refused, reset, timeout, disconnected, a
@@ -51,6 +57,7 @@ from sqlalchemy.engine import Connection
 
 from common.errors import DependencyDownError, HandlerError, PermanentError, TransientError
 from common.settings import Settings
+from consumers.handlers.email_bytes import message_bytes, message_id, plain_sender
 from consumers.handlers.smtp_pool import Client, SmtpPool
 from schemas.events import EmailPayload, Event
 from schemas.safe_text import address_problem, subject_problem
@@ -97,6 +104,9 @@ class EmailHandler:
         self._port = settings.smtp_port
         self._timeout_s = settings.smtp_timeout_s
         self._sender = settings.smtp_sender
+        self._international = not self._sender.isascii()  # `to` is ASCII (address_problem)
+        # A plain ASCII sender: ordinary messages are written directly (email_bytes.py).
+        self._direct = plain_sender(self._sender)
         # One idle connection per worker thread at most: `perform` runs on CONCURRENCY workers.
         self._pool = SmtpPool(self._connect, settings.smtp_idle_s, settings.concurrency)
         self._replaced = 0
@@ -115,42 +125,16 @@ class EmailHandler:
         self._pool.close()
 
     def build_message(self, event: Event) -> EmailMessage:
-        """The message for `event`; identical every time it is built (see module docstring).
-
-        The validator already refuses these payloads (schemas/validation.py); checking
-        again here keeps an event built any other way (a replay tool, a future code path)
-        from reaching the relay.
-        """
-        payload: EmailPayload = event.payload
-        problem = address_problem(payload.to)
-        if problem is not None:
-            raise PermanentError(f"email recipient refused: to {problem}")
-        problem = subject_problem(payload.subject)
-        if problem is not None:
-            raise PermanentError(f"email subject refused: it {problem}")
-        message = EmailMessage()
-        try:
-            message["From"] = self._sender
-            message["To"] = payload.to
-            message["Subject"] = payload.subject
-            message["Date"] = format_datetime(event.occurred_at)
-            message["Message-ID"] = f"<{event.event_id}@qchem-events>"
-            message["X-Event-ID"] = event.event_id
-        except ValueError as exc:
-            # e.g. a CR/LF in the subject (header injection): no retry will fix the payload.
-            raise PermanentError(f"invalid email header: {exc}") from exc
-        message.set_content(payload.body)
-        return message
+        """The message for `event` as the email package builds it (see `message_data`)."""
+        refuse_unsafe(event.payload)
+        return _email_message(self._sender, event)
 
     def perform(self, event: Event) -> EmailSent:
         """Send the message; raise one of the handler errors on failure."""
-        message = self.build_message(event)
-        international = not self._sender.isascii()  # `to` is ASCII (address_problem)
-        data = message.as_bytes(policy=policy.SMTPUTF8 if international else policy.SMTP)
-        check_generated(data, event.payload.to)
-        refused = self._send(data, event.payload.to, international, event.event_id)
+        data, mid = message_data(self._sender, event, direct=self._direct)
+        refused = self._send(data, event.payload.to, self._international, event.event_id)
         return EmailSent(
-            message_id=str(message["Message-ID"]),
+            message_id=mid,
             refused={rcpt: code for rcpt, (code, _) in refused.items()},
         )
 
@@ -207,6 +191,64 @@ class EmailHandler:
     def apply(self, conn: Connection, event: Event, performed: Any) -> None:
         """Nothing to write: the runtime's event record and dedup row say it was sent."""
         return None
+
+
+def refuse_unsafe(payload: EmailPayload) -> None:
+    """Refuse a recipient or subject that could reach another address or forge a header.
+
+    The validator already refuses these payloads (schemas/validation.py); checking again
+    here keeps an event built any other way (a replay tool, a future code path) from
+    reaching the relay.
+    """
+    problem = address_problem(payload.to)
+    if problem is not None:
+        raise PermanentError(f"email recipient refused: to {problem}")
+    problem = subject_problem(payload.subject)
+    if problem is not None:
+        raise PermanentError(f"email subject refused: it {problem}")
+
+
+def message_data(sender: str, event: Event, *, direct: bool) -> tuple[bytes, str]:
+    """The bytes to send for `event`, checked, and their Message-ID.
+
+    With `direct` (only for a sender `plain_sender` accepts), an ordinary message is written
+    directly (email_bytes.py), ~1 ms of CPU less; any other is built by the email package.
+    Both give the same bytes, so a duplicate stays byte-identical whichever path made it.
+    """
+    payload: EmailPayload = event.payload
+    refuse_unsafe(payload)
+    data = None
+    if direct:
+        data = message_bytes(
+            sender, payload.to, payload.subject, payload.body, event.event_id, event.occurred_at
+        )
+    if data is None:
+        message = _email_message(sender, event)
+        data = message.as_bytes(policy=policy.SMTP if sender.isascii() else policy.SMTPUTF8)
+        mid = str(message["Message-ID"])
+    else:
+        mid = message_id(event.event_id)
+    check_generated(data, payload.to)
+    return data, mid
+
+
+def _email_message(sender: str, event: Event) -> EmailMessage:
+    """The message for `event` (identical every time it is built, see module docstring) by
+    the email package; its payload has passed `refuse_unsafe`."""
+    payload: EmailPayload = event.payload
+    message = EmailMessage()
+    try:
+        message["From"] = sender
+        message["To"] = payload.to
+        message["Subject"] = payload.subject
+        message["Date"] = format_datetime(event.occurred_at)
+        message["Message-ID"] = message_id(event.event_id)
+        message["X-Event-ID"] = event.event_id
+    except ValueError as exc:
+        # e.g. a CR/LF in the subject (header injection): no retry will fix the payload.
+        raise PermanentError(f"invalid email header: {exc}") from exc
+    message.set_content(payload.body)
+    return message
 
 
 def _transact(
