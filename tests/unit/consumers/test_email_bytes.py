@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.errors import PermanentError
-from consumers.handlers.email import message_data
+from consumers.handlers import email as email_handler
+from consumers.handlers.email import direct_agrees, message_data
 from consumers.handlers.email_bytes import body_bytes, message_bytes, plain_sender
 from schemas.events import EmailPayload, Event
 from schemas.samples import sample_events
@@ -252,3 +253,14 @@ def test_injection_attempts_are_refused_before_any_writing(to: str, subject: str
     event = email_event(to, subject, "body", str(uuid.uuid4()), datetime.now(UTC))
     with pytest.raises(PermanentError, match=why):
         message_data(SENDER, event, direct=True)
+
+
+def test_the_direct_path_is_on_only_where_it_agrees_with_the_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handler's start-up check: a Python whose email package wrote otherwise (here: a
+    writer made to differ) gets every message built by the package."""
+    assert direct_agrees(SENDER)
+    assert not direct_agrees("Q-Chem <q@x.test>")
+    monkeypatch.setattr(email_handler, "message_bytes", lambda *fields: b"other bytes")
+    assert not direct_agrees(SENDER)
