@@ -42,7 +42,8 @@ from retry_topics.policy import FailureKind, RetryPolicy, classify
 from retry_topics.router import DeliveryProducer
 from schemas.events import Event
 from storage.claims import Claim, EffectBusy
-from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
+from storage.requests import Status, WriteRequest, WriteResult
+from storage.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
 

@@ -62,7 +62,8 @@ from retry_topics.policy import (
 )
 from retry_topics.router import DeliveryProducer
 from storage.pg_text import pg_text
-from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
+from storage.requests import Status, WriteRequest, WriteResult
+from storage.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
 

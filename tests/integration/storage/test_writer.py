@@ -14,7 +14,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from retry_topics.policy import FailureKind, classify, database_down, hold_delay_s
 from storage.models import dedup_keys, event_records
-from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
+from storage.requests import Status, WriteRequest, WriteResult
+from storage.writer import BatchWriter
 
 # What the runtime gives every writer (consumers/runtime.py): the policy's rules.
 POLICY: dict[str, Any] = {

@@ -21,7 +21,8 @@ from retry_topics.hold import Hold
 from retry_topics.naming import TopicNames
 from retry_topics.policy import RetryPolicy
 from retry_topics.router import DeliveryProducer
-from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
+from storage.requests import Status, WriteRequest, WriteResult
+from storage.writer import BatchWriter
 
 NAMES = TopicNames(prefix="qchem", event_type="Report", retries=2)
 SETTINGS = load_settings(kafka_bootstrap_servers="127.0.0.1:9", database_url="postgresql://x@y/z")

@@ -18,7 +18,8 @@ from retry_topics.hold import DATABASE_PROBE_S, Hold
 from retry_topics.naming import TopicNames
 from retry_topics.policy import RetryPolicy, hold_delay_s
 from retry_topics.router import DeliveryProducer
-from storage.writer import BatchWriter, Status, WriteRequest, WriteResult
+from storage.requests import Status, WriteRequest, WriteResult
+from storage.writer import BatchWriter
 
 NAMES = TopicNames(prefix="qchem", event_type="Email", retries=2)
 DATABASE_GONE = sa_exc.OperationalError("SELECT 1", {}, Exception("server closed"))

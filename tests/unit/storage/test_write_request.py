@@ -1,10 +1,10 @@
-"""storage/writer.py WriteRequest: a request is built with a way to report its result."""
+"""storage/requests.py WriteRequest: a request is built with a way to report its result."""
 
 from __future__ import annotations
 
 import pytest
 
-from storage.writer import Status, WriteRequest
+from storage.requests import Status, WriteRequest
 
 
 def test_a_request_without_any_completion_is_refused_where_it_is_built() -> None:
